@@ -1,0 +1,129 @@
+"""The explanation protocol: what a method receives and what it returns.
+
+A method is one module in ``simx/explain/`` that registers one function::
+
+    @register("gradcam", "Grad-CAM with the similarity as target (methods.md 2.1)")
+    def attribute(ctx: PairContext, side: str, **params) -> MethodOutput: ...
+
+``ctx`` (:class:`simx.explain.engine.PairContext`) owns the model, the query and its K neighbours on the right
+device, cached unperturbed features and embeddings, batching, mask composition and pass counting; the method
+only says what is special about it (Captum's ``attribute`` naming, pytorch-grad-cam's one-override shape).
+``side`` is ``"query"``, ``"neighbour"`` or ``"both"``: the query side explains the query with respect to each
+neighbour (K maps), the neighbour side explains each neighbour with respect to the query (K maps).
+Shared parameter names across methods: ``n_samples``, ``batch_size``, ``seed``, ``baseline``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+
+@dataclass
+class Cost:
+    """Work done for one explanation: images passed forward, backward passes (batched calls), wall time."""
+
+    forward: int = 0
+    backward: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {"forward": self.forward, "backward": self.backward, "seconds": round(self.seconds, 4)}
+
+
+@dataclass
+class MethodOutput:
+    """What a method function returns; the engine turns it into an :class:`Explanation`.
+
+    Give feature-resolution maps (K, h, w) and/or pixel maps (K, H, W) per side; the engine upsamples
+    feature maps bilinearly to the input size when pixel maps are missing. ``params`` holds the effective
+    parameters (defaults filled in), ``extras`` any method-specific numbers (channel weights, superpixel values,
+    window scores, ...). Joint (second-order) methods fill ``joint`` (K, Nq, Nn) and the cell geometry.
+    """
+
+    query_feature_maps: np.ndarray | None = None
+    neighbour_feature_maps: np.ndarray | None = None
+    query_maps: np.ndarray | None = None
+    neighbour_maps: np.ndarray | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    joint: np.ndarray | None = None
+    query_cells: Any = None
+    neighbour_cells: Any = None
+
+
+@dataclass
+class Explanation:
+    """The result of :func:`simx.explain.explain` for one query and K neighbours.
+
+    ``query_maps[k]`` / ``neighbour_maps[k]`` are (H, W) maps at the model's input resolution for pair k;
+    ``*_feature_maps`` the same at feature resolution where the method is natural there; ``similarities`` (K,)
+    the model's similarity of each pair; ``params`` the effective parameters including the seed; ``cost`` the
+    forward/backward passes and wall time; ``scores`` the faithfulness numbers once :meth:`faithfulness` ran.
+    ``query_image`` and ``neighbour_images`` are the (H, W, 3) uint8 pictures exactly as the model saw them, so
+    maps can be overlaid without guessing the preprocessing.
+    """
+
+    method: str
+    similarities: np.ndarray
+    query_maps: np.ndarray | None
+    neighbour_maps: np.ndarray | None
+    params: dict[str, Any]
+    cost: Cost
+    query_feature_maps: np.ndarray | None = None
+    neighbour_feature_maps: np.ndarray | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    joint: np.ndarray | None = None
+    query_cells: Any = None
+    neighbour_cells: Any = None
+    scores: dict[str, Any] = field(default_factory=dict)
+    query_image: np.ndarray | None = None
+    neighbour_images: np.ndarray | None = None
+    _context: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def k(self) -> int:
+        return int(len(self.similarities))
+
+    def faithfulness(self, **kwargs: Any) -> dict[str, Any]:
+        """Insertion/deletion AUC (methods.md 7.1) of every map of this explanation, computed once and kept in
+        ``scores``. Keyword arguments go to :func:`simx.explain.metrics.insertion_deletion`."""
+        from .metrics import explanation_faithfulness
+
+        key = "faithfulness" + ("" if not kwargs else repr(sorted(kwargs.items())))
+        if key not in self.scores:
+            if self._context is None:
+                raise ValueError("this explanation no longer holds its inputs; recompute it to score it")
+            self.scores[key] = explanation_faithfulness(self, self._context, **kwargs)
+        return self.scores[key]
+
+
+class MethodFn(Protocol):
+    def __call__(self, ctx: Any, side: str, **params: Any) -> MethodOutput: ...
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    description: str
+    fn: Callable[..., MethodOutput]
+    kind: str  # "gradient", "closed-form", "perturbation", "joint", "attribute"
+    needs_features: bool
+
+
+#: name -> MethodSpec, filled by ``@register`` when the method modules are imported.
+REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(name: str, description: str, kind: str, needs_features: bool = False) -> Callable[[MethodFn], MethodFn]:
+    """Register a method function under ``name`` with a one-line description."""
+
+    def deco(fn: MethodFn) -> MethodFn:
+        if name in REGISTRY:
+            raise ValueError(f"explanation method {name!r} registered twice")
+        REGISTRY[name] = MethodSpec(name, description, fn, kind, needs_features)
+        return fn
+
+    return deco

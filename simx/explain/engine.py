@@ -1,0 +1,330 @@
+"""The shared machinery every explanation method runs on.
+
+:class:`PairContext` holds one query and its K neighbours as model inputs on the model's device and owns the
+things no method should re-implement: batched forward passes in inference mode (channels-last on CPU), caching
+of unperturbed features and embeddings across calls, composing masked images on the fly batch by batch (so N
+masks never exist as N full images at once), the similarity of masked embeddings to all K references in one
+matrix product (methods.md 1, rule 3), bilinear upsampling, baselines, and counting the passes it made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..data import load_image
+from ..errors import ExplainError
+from ..models import SimModel
+from .base import REGISTRY, Cost, Explanation, MethodOutput
+
+BASELINES = ("black", "white", "grey", "mean", "blur")
+
+
+class _FeatureCache:
+    """LRU of (features, embedding) of unperturbed inputs, keyed by model and input bytes."""
+
+    def __init__(self, capacity: int = 256):
+        self.capacity = capacity
+        self._data: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    @staticmethod
+    def key(model: SimModel, x: torch.Tensor) -> tuple:
+        digest = hashlib.blake2b(x.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
+        return (id(model), model.spec, model.layer, digest)
+
+    def get(self, key: tuple):
+        if key in self._data:
+            self._data.move_to_end(key)
+            return self._data[key]
+        return None
+
+    def put(self, key: tuple, value) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.capacity:
+            self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+FEATURE_CACHE = _FeatureCache()
+
+
+def to_input(model: SimModel, image: Any, what: str) -> torch.Tensor:
+    """A PIL image, a path, or a (3, S, S) tensor -> (3, S, S) model input on the CPU, with clear errors."""
+    if isinstance(image, torch.Tensor):
+        t = image.detach()
+        if t.dim() == 4 and t.shape[0] == 1:
+            t = t[0]
+        if t.dim() != 3:
+            raise ExplainError(f"{what}: expected a (3, H, W) tensor, got shape {tuple(t.shape)}")
+        if t.shape[0] != 3:
+            raise ExplainError(f"{what}: expected 3 colour channels, got {t.shape[0]} (grey-scale tensors must be "
+                               "converted to RGB first; PIL images are converted automatically)")
+        if tuple(t.shape[1:]) != model.input_size:
+            raise ExplainError(f"{what}: tensor is {tuple(t.shape[1:])} but the model takes {model.input_size}; "
+                               "pass PIL images to let simx preprocess them")
+        return t.float().cpu()
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        image = load_image(image)
+    return model.preprocess(image.convert("RGB"))
+
+
+class PairContext:
+    """One query and K neighbours prepared for a model; the only place methods get passes from."""
+
+    def __init__(self, model: SimModel, query: Any, neighbours: Sequence[Any] | torch.Tensor, seed: int = 0,
+                 batch_size: int | None = None):
+        if isinstance(neighbours, torch.Tensor):
+            neighbours = list(neighbours) if neighbours.dim() == 4 else [neighbours]
+        elif isinstance(neighbours, (Image.Image, str)):
+            neighbours = [neighbours]
+        neighbours = list(neighbours)
+        if not neighbours:
+            raise ExplainError("no neighbours to explain: pass at least one neighbour image")
+        self.model = model
+        self.device = model.device
+        self.seed = int(seed)
+        self.batch_size = int(batch_size or (128 if self.device.type == "cuda" else 32))
+        self.cost = Cost()
+        self.query = to_input(model, query, "query").unsqueeze(0).to(self.device)
+        self.neighbours = torch.stack([to_input(model, n, f"neighbour {i}") for i, n in enumerate(neighbours)]).to(
+            self.device)
+        self._unperturbed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # -- sizes -------------------------------------------------------------------------------------------------
+    @property
+    def k(self) -> int:
+        return int(self.neighbours.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.model.input_size
+
+    def generator(self, offset: int = 0) -> np.random.Generator:
+        """A numpy generator derived from the explanation seed (``offset`` separates independent streams)."""
+        return np.random.default_rng(self.seed + 7919 * offset)
+
+    # -- unperturbed features and embeddings (cached) -----------------------------------------------------------
+    def _features_embeddings(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if which not in self._unperturbed:
+            x = self.query if which == "query" else self.neighbours
+            feats, embs = [], []
+            for i in range(x.shape[0]):
+                key = FEATURE_CACHE.key(self.model, x[i])
+                hit = FEATURE_CACHE.get(key)
+                if hit is None:
+                    with torch.inference_mode():
+                        f = self.model.features(x[i : i + 1]) if self.model.has_features else None
+                        e = self.model.head(f) if f is not None else self.model.embed(x[i : i + 1])
+                    self.cost.forward += 1
+                    hit = (f.float().clone() if f is not None else None, e.float().clone())
+                    FEATURE_CACHE.put(key, hit)
+                feats.append(hit[0])
+                embs.append(hit[1])
+            f = torch.cat(feats) if feats[0] is not None else None
+            self._unperturbed[which] = (f, torch.cat(embs))
+        return self._unperturbed[which]
+
+    @property
+    def query_features(self) -> torch.Tensor:
+        """F(query), (1, C, h, w)."""
+        self._require_features()
+        return self._features_embeddings("query")[0]
+
+    @property
+    def neighbour_features(self) -> torch.Tensor:
+        """F(neighbour_k), (K, C, h, w)."""
+        self._require_features()
+        return self._features_embeddings("neighbours")[0]
+
+    @property
+    def query_embedding(self) -> torch.Tensor:
+        """e(query), (1, D), not normalised."""
+        return self._features_embeddings("query")[1]
+
+    @property
+    def neighbour_embeddings(self) -> torch.Tensor:
+        """e(neighbour_k), (K, D), not normalised."""
+        return self._features_embeddings("neighbours")[1]
+
+    def similarities(self) -> torch.Tensor:
+        """s(query, neighbour_k), (K,)."""
+        return self.model.similarity(self.query_embedding, self.neighbour_embeddings)[0]
+
+    def _require_features(self) -> None:
+        if not self.model.has_features:
+            raise ExplainError(f"model {self.model.spec!r} exposes no spatial feature map; use a perturbation "
+                               "method (sbsm, rise, kernelshap, lime)")
+
+    def head_with_grad(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(F with requires_grad, e = head(F)) for gradient methods: at the last layer of a pooled model the
+        gradient of the similarity needs no backward pass through the backbone, only through the head."""
+        f = feats.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            e = self.model.head(f)
+        return f, e
+
+    def backward(self, scalar: torch.Tensor, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Gradients of ``scalar`` w.r.t. ``inputs``, counted as one backward pass."""
+        self.cost.backward += 1
+        return torch.autograd.grad(scalar, list(inputs))
+
+    # -- batched forwards -----------------------------------------------------------------------------------------
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings (N, D) of a batch of model inputs, batched, in inference mode; counts N forwards."""
+        out = []
+        with torch.inference_mode():
+            for i in range(0, x.shape[0], self.batch_size):
+                xb = x[i : i + self.batch_size].to(self.device)
+                if self.device.type == "cpu":
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                with self.model.autocast():
+                    out.append(self.model.embed(xb).float())
+                self.cost.forward += xb.shape[0]
+        return torch.cat(out)
+
+    def baseline(self, name: str | float | torch.Tensor = "black", image: torch.Tensor | None = None) -> torch.Tensor:
+        """The fill of masked pixels, (1, 3, H, W) in model-input space.
+
+        ``black``/``white``/``grey`` are raw pixel colours (0, 1, 0.5) passed through the model's normalisation,
+        ``mean`` is zero in normalised space (the dataset mean colour), ``blur`` a Gaussian blur of ``image``;
+        a number is a grey level in [0, 1]; a tensor is used as is.
+        """
+        pre = self.model.preprocessing
+        h, w = self.size
+        if isinstance(name, torch.Tensor):
+            return name.to(self.device).reshape(1, 3, h, w) if name.numel() == 3 * h * w else \
+                name.to(self.device).reshape(1, 3, 1, 1).expand(1, 3, h, w)
+        if isinstance(name, (int, float)):
+            return pre.normalise(torch.full((1, 3, h, w), float(name), device=self.device))
+        if name == "mean":
+            return torch.zeros(1, 3, h, w, device=self.device)
+        if name in ("black", "white", "grey"):
+            level = {"black": 0.0, "white": 1.0, "grey": 0.5}[name]
+            return pre.normalise(torch.full((1, 3, h, w), level, device=self.device))
+        if name == "blur":
+            if image is None:
+                raise ExplainError("baseline 'blur' needs the image to blur")
+            sigma = max(h, w) / 16
+            k = int(2 * round(3 * sigma) + 1)
+            ax = torch.arange(k, device=self.device, dtype=torch.float32) - k // 2
+            g = torch.exp(-(ax**2) / (2 * sigma**2))
+            g = g / g.sum()
+            x = F.pad(image.reshape(1, 3, h, w), (k // 2,) * 4, mode="reflect")
+            x = F.conv2d(x, g.view(1, 1, 1, k).expand(3, 1, 1, k), groups=3)
+            return F.conv2d(x, g.view(1, 1, k, 1).expand(3, 1, k, 1), groups=3)
+        raise ExplainError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}, a number or a tensor")
+
+    def embed_masked(self, image: torch.Tensor, masks: torch.Tensor | np.ndarray,
+                     baseline: str | float | torch.Tensor = "black") -> torch.Tensor:
+        """Embeddings (N, D) of ``mask * image + (1 - mask) * baseline`` for N masks (N, H, W) or (N, h, w)
+        in [0, 1] (1 = keep); low-resolution masks are upsampled bilinearly. Images are composed per batch."""
+        image = image.reshape(1, 3, *self.size).to(self.device)
+        base = self.baseline(baseline, image)
+        masks = torch.as_tensor(np.asarray(masks) if isinstance(masks, np.ndarray) else masks, dtype=torch.float32)
+        if masks.dim() == 2:
+            masks = masks.unsqueeze(0)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, masks.shape[0], self.batch_size):
+                m = masks[i : i + self.batch_size].to(self.device).unsqueeze(1)
+                if tuple(m.shape[-2:]) != self.size:
+                    m = F.interpolate(m, size=self.size, mode="bilinear", align_corners=False)
+                xb = m * image + (1 - m) * base
+                if self.device.type == "cpu":
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                with self.model.autocast():
+                    out.append(self.model.embed(xb).float())
+                self.cost.forward += xb.shape[0]
+        return torch.cat(out)
+
+    def query_mask_scores(self, masks, baseline="black") -> torch.Tensor:
+        """(N, K): similarity of the query under each mask to every unperturbed neighbour, from N forwards (the
+        masked-query embeddings are shared by all K neighbours: one matrix product)."""
+        emb = self.embed_masked(self.query, masks, baseline)
+        return self.model.similarity(emb, self.neighbour_embeddings)
+
+    def neighbour_mask_scores(self, masks, baseline="black") -> torch.Tensor:
+        """(K, N): similarity of each neighbour under each mask to the unperturbed query (K x N forwards)."""
+        rows = []
+        for k in range(self.k):
+            emb = self.embed_masked(self.neighbours[k], masks, baseline)
+            rows.append(self.model.similarity(emb, self.query_embedding)[:, 0])
+        return torch.stack(rows)
+
+    # -- maps ---------------------------------------------------------------------------------------------------
+    def upsample(self, maps: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(K, h, w) -> (K, H, W) bilinear (align_corners=False), float32 numpy."""
+        t = torch.as_tensor(np.asarray(maps) if isinstance(maps, np.ndarray) else maps).float()
+        if tuple(t.shape[-2:]) == self.size:
+            return t.cpu().numpy().astype(np.float32)
+        up = F.interpolate(t.unsqueeze(1).cpu(), size=self.size, mode="bilinear", align_corners=False)[:, 0]
+        return up.numpy().astype(np.float32)
+
+    def display_image(self, x: torch.Tensor) -> np.ndarray:
+        """Model input (3, H, W) -> (H, W, 3) uint8 exactly as the model saw it."""
+        rgb = self.model.preprocessing.denormalise(x.reshape(1, 3, *self.size).float().cpu())[0]
+        return (rgb.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+SIDES = ("both", "query", "neighbour")
+
+
+def explain(model: SimModel, query: Any, neighbours: Sequence[Any] | Any, method: str = "gradcam",
+            side: str = "both", seed: int = 0, batch_size: int | None = None, **params: Any) -> Explanation:
+    """Explain why ``query`` matches each of ``neighbours`` with one method.
+
+    ``query`` and ``neighbours`` are PIL images, paths or preprocessed (3, S, S) tensors; ``model`` comes from
+    :func:`simx.models.load_model`. Returns an :class:`Explanation` with (K, H, W) maps on the requested side(s),
+    the K similarities, the effective parameters (seed included) and the cost. See ``METHODS`` for the names.
+    """
+    from . import METHODS  # noqa: F401  (imports every method module, filling the registry)
+
+    if method not in REGISTRY:
+        raise ExplainError(f"unknown method {method!r}; choose one of {', '.join(sorted(REGISTRY))}")
+    if side not in SIDES:
+        raise ExplainError(f"side must be one of {', '.join(SIDES)}, got {side!r}")
+    spec = REGISTRY[method]
+    ctx = PairContext(model, query, neighbours, seed=seed, batch_size=batch_size)
+    if spec.needs_features:
+        ctx._require_features()
+    t0 = time.perf_counter()
+    out: MethodOutput = spec.fn(ctx, side, **params)
+    sims = ctx.similarities().detach().cpu().numpy().astype(np.float32)
+    ctx.cost.seconds = time.perf_counter() - t0
+
+    def pixel(maps: np.ndarray | None, fmaps: np.ndarray | None) -> np.ndarray | None:
+        if maps is not None:
+            return np.asarray(maps, dtype=np.float32)
+        return ctx.upsample(fmaps) if fmaps is not None else None
+
+    effective = {"seed": ctx.seed, "batch_size": ctx.batch_size, **out.params}
+    return Explanation(
+        method=method,
+        similarities=sims,
+        query_maps=pixel(out.query_maps, out.query_feature_maps),
+        neighbour_maps=pixel(out.neighbour_maps, out.neighbour_feature_maps),
+        params=effective,
+        cost=ctx.cost,
+        query_feature_maps=None if out.query_feature_maps is None else np.asarray(out.query_feature_maps, np.float32),
+        neighbour_feature_maps=None if out.neighbour_feature_maps is None
+        else np.asarray(out.neighbour_feature_maps, np.float32),
+        extras=out.extras,
+        joint=out.joint,
+        query_cells=out.query_cells,
+        neighbour_cells=out.neighbour_cells,
+        query_image=ctx.display_image(ctx.query[0]),
+        neighbour_images=np.stack([ctx.display_image(n) for n in ctx.neighbours]),
+        _context=ctx,
+    )
