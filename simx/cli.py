@@ -1,0 +1,316 @@
+"""The ``simx`` command line.
+
+Every command is one entry of :data:`COMMANDS`: ``(name, add_arguments, run, help)``. ``name`` may have several
+words (``"index build"``): the first words are a command group (its help in :data:`GROUPS`), the last is the
+command. ``add_arguments(parser)`` declares the options, ``run(args)`` does the work and returns an exit code
+(None means 0). Another module adds a command by appending to :data:`COMMANDS` before :func:`build_parser` runs;
+the CLI itself only calls the same public functions the dashboard uses.
+
+Errors simx raises on purpose (:class:`~simx.errors.SimxError`) are printed as ``error: <message>`` on stderr with
+exit status 2 and no traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from typing import Any, Callable
+
+from . import __version__
+from .errors import SimxError
+
+#: ``(name, add_arguments(parser), run(args) -> exit code, one-line help)`` for every command, in help order.
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], "int | None"], str]
+COMMANDS: list[Command] = []
+#: One-line help of command groups (the first word of multi-word command names).
+GROUPS: dict[str, str] = {"index": "build, update, list and inspect indexes"}
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the line breaks of descriptions and epilogs; show a default unless the help already explains it or
+    there is none to show (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal, and never with --quiet."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def _add_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", metavar="DIR", default=None,
+                   help="folder holding the indexes (default: $SIMX_INDEXES, else ./indexes)")
+
+
+def _print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    """A plain left-aligned text table."""
+    cells = [header] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+# ------------------------------------------------------------------------------------------ index build
+
+
+def add_index_build(p: argparse.ArgumentParser) -> None:
+    from .index.embed import DEFAULT_BATCH_SIZE
+
+    p.add_argument("source", metavar="SOURCE", help="gallery: a folder of images (labels = sub-folders) or a "
+                   ".csv/.parquet manifest with a 'path' column")
+    p.add_argument("--name", required=True, help="index name (a folder under the index root)")
+    p.add_argument("--model", metavar="SPEC", default=None,
+                   help="model spec: default, default-lite1, default-lite2, timm:ARCH[@WEIGHTS], "
+                        "torchvision:ARCH[@WEIGHTS], torchscript:FILE, python:MODULE:FACTORY "
+                        "(default: 'default'; with --update: the index's model)")
+    p.add_argument("--layer", metavar="L", default=None,
+                   help="explained layer (default: the model's last spatial block)")
+    p.add_argument("--metric", choices=("cosine", "ip", "l2"), default=None,
+                   help="similarity metric (default: cosine; with --update: the index's)")
+    p.add_argument("--factory", metavar="FAISS_FACTORY", default=None,
+                   help="faiss.index_factory string, e.g. Flat, HNSW32, IVF1024,PQ64 "
+                        "(default: Flat; with --update: the index's)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N", help="images per forward pass")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="image decoding processes (default: CPU cores - 1, at most 4; 0 = decode in the main process)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="where the model runs (default: cuda if "
+                   "available)")
+    p.add_argument("--fit", choices=("pad", "crop", "squash"), default=None,
+                   help="how images become squares: pad on white, centre-crop or squash (default: the model's)")
+    p.add_argument("--update", action="store_true",
+                   help="re-embed only new or changed files, drop removed ones, reuse the other stored vectors "
+                        "(refused if the model, layer, metric or preprocessing differ)")
+    _add_root(p)
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from .index import build_index
+
+    result = build_index(args.source, args.name, model=args.model, layer=args.layer, metric=args.metric,
+                         factory=args.factory, batch_size=args.batch_size, workers=args.workers, device=args.device,
+                         fit=args.fit, update=args.update, root=args.root, progress=_progress(args))
+    print(result.summary())
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ index list / info
+
+
+def add_index_list(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    _add_root(p)
+
+
+def cmd_index_list(args: argparse.Namespace) -> int:
+    from .index import index_root, list_indexes
+
+    entries = list_indexes(args.root)
+    if args.json:
+        _print_json(entries)
+        return 0
+    if not entries:
+        print(f"no indexes in {index_root(args.root)}")
+        return 0
+    rows = []
+    for e in entries:
+        if e["ok"]:
+            rows.append([e["name"], f"{e['embedded']}/{e['images']}", e["skipped"], e["dim"], e["metric"],
+                         e["factory"], e["model"], e["built_at"]])
+        else:
+            rows.append([e["name"], "-", "-", "-", "-", "-", f"BROKEN: {e['error']}", "-"])
+    print(_table(rows, ["name", "indexed", "skipped", "dim", "metric", "factory", "model", "built"]))
+    return 0
+
+
+def add_index_info(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="index name (or path to an index folder)")
+    p.add_argument("--json", action="store_true", help="print the whole meta.json")
+    _add_root(p)
+
+
+def cmd_index_info(args: argparse.Namespace) -> int:
+    from .index import open_index
+
+    index = open_index(args.name, root=args.root)
+    meta = index.meta
+    if args.json:
+        _print_json(meta)
+        return 0
+    m, f, c = meta["model"], meta["faiss"], meta["counts"]
+    labels = {it.label for it in index.items if it.label}
+    lines = [
+        f"index      {index.name}  ({index.path})",
+        f"source     {meta.get('source')}",
+        f"model      {m['spec']}  layer {m['layer']}  metric {m['metric']}  dim {m['dim']}",
+        f"input      {m['preprocessing'].get('size')} px, fit {m['preprocessing'].get('fit')}",
+        f"faiss      {f['factory']}" + (f" (built as {f['factory_used']})" if f["factory_used"] != f["factory"] else "")
+        + (f"  search {f['search_params']}" if f.get("search_params") else ""),
+        f"images     {c['embedded']} indexed of {c['images']}, {c['skipped']} skipped, {len(labels)} labels",
+        f"built      {meta.get('built_at')} in {meta.get('elapsed_s')} s  (format {meta['format_version']}, "
+        + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()) + ")",
+    ]
+    if meta.get("update"):
+        u = meta["update"]
+        lines.append(f"update     {u['reused']} reused, {u['embedded']} embedded, {u['removed']} removed")
+    lines += [f"note       {n}" for n in f.get("notes", [])]
+    if meta.get("skipped"):
+        lines.append("skipped:")
+        lines += [f"  {s['path']}: {s['reason']}" for s in meta["skipped"]]
+    print("\n".join(lines))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ search
+
+
+def add_search(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="index name")
+    p.add_argument("query", metavar="IMAGE_OR_ID",
+                   help="a gallery id of the index (the item itself is excluded) or an image file")
+    p.add_argument("-k", type=int, default=10, help="number of neighbours")
+    p.add_argument("--json", action="store_true", help="print JSON: the query and each neighbour's rank, id, path, "
+                   "label and score")
+    _add_root(p)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .index import open_index
+
+    index = open_index(args.name, root=args.root)
+    if args.query in index.ids:
+        kind, hits = "id", index.search_id(args.query, args.k)
+    elif os.path.exists(args.query):
+        kind, hits = "image", index.search_image(args.query, args.k)
+    else:
+        raise SimxError(f"{args.query!r} is neither an id in index {index.name!r} nor an image file")
+    if args.json:
+        _print_json({"index": index.name, "query": args.query, "query_type": kind, "k": args.k,
+                     "metric": index.metric, "neighbours": [h.to_dict() for h in hits]})
+        return 0
+    print(f"{index.name}: {len(hits)} neighbours of {kind} {args.query} ({index.metric}, higher = more similar)")
+    print(_table([[h.rank, f"{h.score:.4f}", h.label, h.id, h.path] for h in hits],
+                 ["rank", "score", "label", "id", "path"]))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ eval
+
+
+def add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="index name")
+    p.add_argument("-k", type=int, default=10, help="cut-off of precision@k, recall@k and mAP@k")
+    p.add_argument("--level", choices=("full", "top"), default="full",
+                   help="label granularity: the full label, or only its first path component")
+    p.add_argument("--json", action="store_true", help="print overall, per-label and per-query results as JSON")
+    p.add_argument("--csv", metavar="FILE", default=None, help="also write the per-query table to FILE")
+    p.add_argument("--show", type=int, default=10, metavar="N", help="worst queries to print in the text report")
+    _add_root(p)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .index import evaluate, open_index
+
+    result = evaluate(open_index(args.name, root=args.root), k=args.k, level=args.level)
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(list(result.per_query.columns))
+            for row in result.per_query.itertuples(index=False):
+                w.writerow([";".join(v) if isinstance(v, list) else v for v in row])
+    if args.json:
+        _print_json(result.to_dict())
+        return 0
+    o = result.overall
+    print(f"{args.name}: leave-one-out retrieval, k={o['k']}, labels at level {o['level']!r}")
+    print(f"  queries {o['n_queries']} of {o['n_items']} items ({o['n_labels']} labels; {o['n_skipped']} alone in "
+          f"their label skipped, {o['n_unlabelled']} unlabelled)")
+    print(f"  precision@1 {o['precision@1']:.3f}   precision@{o['k']} {o['precision@k']:.3f}   "
+          f"recall@{o['k']} {o['recall@k']:.3f}   mAP@{o['k']} {o['mAP@k']:.3f}")
+    fmt = lambda v: "-" if v != v else f"{v:.3f}"  # noqa: E731 - NaN for labels without queries
+    print("\nper label (worst mAP first):")
+    print(_table([[r.label, r.n_items, r.n_queries, fmt(r.p1), fmt(r.pk), fmt(r.rk), fmt(r.map)]
+                  for r in result.per_label.itertuples(index=False)],
+                 ["label", "items", "queries", "P@1", f"P@{o['k']}", f"R@{o['k']}", f"mAP@{o['k']}"]))
+    if args.show > 0:
+        print(f"\nworst {min(args.show, len(result.per_query))} queries:")
+        print(_table([[r.id, r.label, f"{r.ap:.3f}", f"{r.p1:.0f}", ", ".join(r.neighbours[:5])]
+                      for r in result.per_query.head(args.show).itertuples(index=False)],
+                     ["id", "label", "AP", "P@1", "first neighbours"]))
+    if args.csv:
+        print(f"\nper-query table written to {args.csv}")
+    return 0
+
+
+COMMANDS.extend([
+    ("index build", add_index_build, cmd_index_build,
+     "embed a gallery into a new index (or --update an existing one)"),
+    ("index list", add_index_list, cmd_index_list, "list the indexes under the index root"),
+    ("index info", add_index_info, cmd_index_info, "show how an index was built: model, FAISS, counts, skipped files"),
+    ("search", add_search, cmd_search, "nearest neighbours of a gallery id or an image file"),
+    ("eval", add_eval, cmd_eval, "leave-one-out retrieval metrics (P@1, P@k, R@k, mAP@k) of a labelled index"),
+])
+
+
+# ------------------------------------------------------------------------------------------ parser and main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of every registered command (see :data:`COMMANDS`)."""
+    parser = argparse.ArgumentParser(
+        prog="simx",
+        description="simx: a visual-search debugger. Build indexes of image galleries, search them, measure "
+                    "retrieval quality and explain why neighbours are neighbours.",
+        epilog="examples:\n"
+               "  simx index build data/stamps --name stamps\n"
+               "  simx search stamps animals/mammals/cat.png -k 5\n"
+               "  simx eval stamps --level top\n"
+               "run `simx COMMAND --help` for the options of a command",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"simx {__version__}")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    groups: dict[str, Any] = {}
+    for name, add_arguments, run, help_text in COMMANDS:
+        words = name.split()
+        target = top
+        for depth in range(len(words) - 1):
+            key = " ".join(words[: depth + 1])
+            if key not in groups:
+                gp = target.add_parser(words[depth], help=GROUPS.get(key, ""), description=GROUPS.get(key),
+                                       formatter_class=_Formatter)
+                groups[key] = gp.add_subparsers(dest=f"command_{depth + 1}", metavar="COMMAND", required=True)
+            target = groups[key]
+        p = target.add_parser(words[-1], help=help_text, description=help_text, formatter_class=_Formatter)
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        add_arguments(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``simx`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except SimxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

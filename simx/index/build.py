@@ -1,0 +1,420 @@
+"""Building (and incrementally updating) an index folder from a gallery.
+
+:func:`build_index` reads a gallery, embeds it with a DataLoader (:func:`simx.index.embed.embed_paths`), builds the
+FAISS index the factory string names, and publishes the folder atomically (:mod:`simx.index.layout`). Bad files
+are skipped with their reason, never fatal. With ``update=True`` only new or changed files (by
+:func:`simx.data.file_fingerprint`) are embedded; the stored vectors of the others are reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__ as simx_version
+from ..data import Item, file_fingerprint, items_to_records, open_gallery
+from ..errors import GalleryError, ModelMismatchError, SimxIndexError
+from ..models import Preprocessing, SimModel, load_model
+from .embed import DEFAULT_BATCH_SIZE, default_workers, embed_paths, prepare_model
+from .layout import (EMBEDDINGS_FILE, FORMAT_VERSION, INDEX_FILE, MANIFEST_FILE, META_FILE, check_name, clean_stale,
+                     index_dir, index_root, publish, recover, temp_dir, write_json_atomic)
+
+#: FAISS factory used when none is given: exact search, no training.
+DEFAULT_FACTORY = "Flat"
+#: k-means wants this many training vectors per IVF list (FAISS warns below it); nlist is clamped to match.
+MIN_POINTS_PER_LIST = 39
+
+
+@dataclass
+class BuildResult:
+    """What a build did: where the index is, its ``meta.json`` content and the files it skipped."""
+
+    path: Path
+    meta: dict[str, Any]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def summary(self) -> str:
+        """A few human lines: counts, time, FAISS notes and every skipped file with its reason."""
+        c = self.meta["counts"]
+        lines = [
+            f"index {self.name!r}: {c['embedded']} of {c['images']} images indexed, {c['skipped']} skipped "
+            f"({self.meta['model']['spec']}, {self.meta['model']['metric']}, {self.meta['faiss']['factory']}) "
+            f"in {self.meta['elapsed_s']:.1f} s -> {self.path}"
+        ]
+        up = self.meta.get("update")
+        if up:
+            lines.append(f"update: {up['reused']} reused, {up['embedded']} embedded, {up['removed']} removed")
+        for note in self.meta["faiss"].get("notes", []):
+            lines.append(f"note: {note}")
+        if self.skipped:
+            lines.append("skipped:")
+            lines += [f"  {s['path']}: {s['reason']}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ FAISS
+
+
+def faiss_metric(metric: str) -> int:
+    """FAISS metric of a simx metric: inner product for ``cosine`` (on L2-normalised vectors) and ``ip``, L2 for
+    ``l2`` (whose scores simx reports as minus the squared distance, so higher is always more similar)."""
+    import faiss
+
+    return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+
+def _faiss_error(exc: Exception) -> str:
+    """The useful line of a FAISS C++ exception."""
+    text = str(exc)
+    m = re.search(r"Error: '([^']*)' failed(?:: (.*))?", text)
+    if m:
+        return m.group(2) or m.group(1)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def check_factory(factory: str, dim: int, metric: str) -> None:
+    """Fail fast (before embedding anything) when FAISS cannot parse ``factory`` for ``dim``-d vectors."""
+    import faiss
+
+    try:
+        faiss.index_factory(int(dim), factory, faiss_metric(metric))
+    except Exception as exc:  # noqa: BLE001 - faiss raises RuntimeError with a C++ trace
+        raise SimxIndexError(f"FAISS cannot build factory {factory!r} for {dim}-d vectors: {_faiss_error(exc)}") from None
+
+
+def fit_factory(factory: str, n: int) -> tuple[str, list[str]]:
+    """Adapt ``factory`` to ``n`` training vectors: clamp the IVF list count to ``n // 39`` (at least 1) and refuse
+    product quantisers that cannot be trained on so few vectors. Returns the factory to use and notes."""
+    notes: list[str] = []
+    asked = factory
+    m = re.search(r"IVF(\d+)", factory)
+    if m:
+        nlist = int(m.group(1))
+        cap = max(1, n // MIN_POINTS_PER_LIST)
+        if nlist > cap:
+            factory = factory[: m.start(1)] + str(cap) + factory[m.end(1):]
+            notes.append(f"IVF lists clamped from {nlist} to {cap}: k-means wants {MIN_POINTS_PER_LIST} training "
+                         f"vectors per list and {n} were embedded")
+    for pq in re.finditer(r"PQ(\d+)(?:x(\d+))?", factory):
+        nbits = int(pq.group(2) or 8)
+        if n < 2**nbits:
+            raise SimxIndexError(
+                f"FAISS factory {asked!r} needs at least {2**nbits} vectors to train its product quantiser "
+                f"({pq.group(0)}: {2**nbits} centroids per sub-quantiser) but only {n} were embedded; "
+                "use 'Flat' or 'HNSW32' for a gallery this small"
+            )
+    return factory, notes
+
+
+def default_search_params(factory: str) -> str:
+    """Search-time FAISS parameters stored in meta.json (``faiss.ParameterSpace`` syntax).
+
+    IVF: ``nprobe`` = 1/8 of the lists, between 1 and 64; HNSW: ``efSearch=64``. Chosen from the recall/latency
+    sweep in ``benchmarks/bench_index.py`` (docs/benchmarks.md).
+    """
+    params = []
+    m = re.search(r"IVF(\d+)", factory)
+    if m:
+        params.append(f"nprobe={min(int(m.group(1)), max(1, min(64, int(m.group(1)) // 8)))}")
+    if "HNSW" in factory:
+        params.append("efSearch=64")
+    return ",".join(params)
+
+
+def _quiet_small_training(index, n: int) -> None:
+    """Lower FAISS's per-centroid training minimum when the gallery is small, instead of letting it print
+    "please provide at least ..." warnings from C++: :func:`fit_factory` already clamped what matters, and a small
+    gallery simply trains on what it has."""
+    import faiss
+
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except Exception:  # noqa: BLE001 - not an IVF index
+        ivf = None
+    quantisers = []
+    if ivf is not None:
+        quantisers.append((ivf.cp, ivf.nlist))
+        ivf = faiss.downcast_index(ivf)
+    for holder in (ivf, faiss.downcast_index(index)):
+        pq = getattr(holder, "pq", None)
+        if pq is not None:
+            quantisers.append((pq.cp, pq.ksub))
+    for cp, centroids in quantisers:
+        if n < cp.min_points_per_centroid * centroids:
+            cp.min_points_per_centroid = max(1, n // max(1, centroids))
+
+
+def make_faiss_index(vectors: np.ndarray, factory: str, metric: str):
+    """Build, train (when the index type needs it) and fill a FAISS index. Returns ``(index, meta["faiss"])``."""
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    used, notes = fit_factory(factory, n)
+    try:
+        index = faiss.index_factory(int(dim), used, faiss_metric(metric))
+    except Exception as exc:  # noqa: BLE001
+        raise SimxIndexError(f"FAISS cannot build factory {used!r} for {dim}-d vectors: {_faiss_error(exc)}") from None
+    _quiet_small_training(index, n)
+    t0 = time.perf_counter()
+    if not index.is_trained:
+        try:
+            index.train(vectors)
+        except Exception as exc:  # noqa: BLE001
+            raise SimxIndexError(f"FAISS could not train {used!r} on {n} vectors: {_faiss_error(exc)}") from None
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    index.add(vectors)
+    add_s = time.perf_counter() - t0
+    params = default_search_params(used)
+    if params:
+        faiss.ParameterSpace().set_index_parameters(index, params)
+    info = {
+        "factory": factory,
+        "factory_used": used,
+        "metric_type": "l2" if metric == "l2" else "inner_product",
+        "ntotal": int(index.ntotal),
+        "search_params": params,
+        "train_s": round(train_s, 3),
+        "add_s": round(add_s, 3),
+        "notes": notes,
+    }
+    return index, info
+
+
+# ------------------------------------------------------------------------------------------------ build
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of what produced the vectors (recorded in meta.json for reproducibility)."""
+    import faiss
+    import timm
+    import torch
+
+    return {"simx": simx_version, "torch": torch.__version__, "timm": timm.__version__,
+            "faiss": faiss.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _resolve_model(spec: str, layer: str | None, metric: str, device: str | None, fit: str | None,
+                   preprocessing: Preprocessing | None) -> SimModel:
+    model = load_model(spec, layer=layer, metric=metric, device=device, preprocessing=preprocessing)
+    if fit and model.preprocessing.fit != fit:
+        model = load_model(spec, layer=layer, metric=metric, device=device,
+                           preprocessing=dataclasses.replace(model.preprocessing, fit=fit))
+    return model
+
+
+def _progress_bar(total: int, progress: bool | None, desc: str):
+    from tqdm.auto import tqdm
+
+    enabled = sys.stderr.isatty() if progress is None else bool(progress)
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+
+
+@dataclass
+class _Plan:
+    """Everything decided before embedding starts: what to reuse, what to embed, with which model."""
+
+    name: str
+    source: Path
+    items: list[Item]
+    fingerprints: list[str | None]
+    model: SimModel
+    factory: str
+    previous: Any = None  # the Index being updated, if any
+    reuse: dict[int, int] = field(default_factory=dict)  # gallery position -> row of the previous embeddings
+
+    @property
+    def todo(self) -> list[int]:
+        """Gallery positions to embed now."""
+        return [pos for pos in range(len(self.items)) if pos not in self.reuse]
+
+
+def build_index(
+    source: str | os.PathLike,
+    name: str,
+    model: str | None = None,
+    layer: str | None = None,
+    metric: str | None = None,
+    factory: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
+    device: str | None = None,
+    fit: str | None = None,
+    update: bool = False,
+    root: str | os.PathLike | None = None,
+    progress: bool | None = None,
+) -> BuildResult:
+    """Embed the gallery ``source`` (folder or manifest) and publish the index ``ROOT/name``.
+
+    ``model``/``layer``/``metric``/``fit`` default to ``default``/the model's layer/``cosine``/the model's fit for
+    a new index, and to the previous index's values with ``update=True``; an update whose explicit values differ
+    from the stored ones raises :class:`ModelMismatchError` (its vectors would not be comparable). ``factory`` is
+    a ``faiss.index_factory`` string (``Flat`` by default). ``workers`` decoding processes (default: cores - 1,
+    at most 4; 0 decodes in this process). ``progress``: a tqdm bar on stderr (None: only on a terminal).
+    Bad files are skipped and listed in ``meta.json``; a killed build leaves any previous index untouched.
+    """
+    t_start = time.perf_counter()
+    check_name(name)
+    index_root(root).mkdir(parents=True, exist_ok=True)
+    recover(name, root)
+    clean_stale(root)
+    final = index_dir(name, root)
+    plan = _plan(source, name, model, layer, metric, factory, device, fit, update, root)
+
+    # The hidden temp folder exists for the whole embedding and writing phase: a killed build leaves only it
+    # (ignored by listings, removed by the next build), never a half folder under ``name``.
+    tmp = temp_dir(name, root)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        meta, skipped = _embed_and_write(tmp, plan, batch_size, workers, progress, t_start)
+        publish(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuildResult(path=final, meta=meta, skipped=skipped)
+
+
+def _plan(source, name, model, layer, metric, factory, device, fit, update, root) -> _Plan:
+    """Read the gallery, settle the model (from the arguments or, for an update, the previous index) and decide
+    which files need embedding."""
+    src = Path(os.path.abspath(os.fspath(source)))
+    items = open_gallery(src)
+    previous = None
+    if update and index_dir(name, root).exists():
+        from .search import open_index
+
+        previous = open_index(name, root=root)
+    if previous is not None:
+        from .search import model_differences
+
+        pm = previous.meta["model"]
+        pre = Preprocessing.from_dict(pm["preprocessing"])
+        if fit:
+            pre = dataclasses.replace(pre, fit=fit)
+        sim = _resolve_model(model or pm["spec"], layer or pm["layer"], metric or pm["metric"], device, None, pre)
+        diffs = model_differences(previous.meta, sim)
+        if diffs:
+            raise ModelMismatchError(
+                f"cannot --update index {name!r}: " + "; ".join(diffs)
+                + ". Its stored vectors would not be comparable; rebuild it without --update."
+            )
+        factory = factory or previous.meta["faiss"]["factory"]
+    else:
+        sim = _resolve_model(model or "default", layer, metric or "cosine", device, fit, None)
+        factory = factory or DEFAULT_FACTORY
+    prepare_model(sim)
+    check_factory(factory, sim.dim, sim.metric)
+
+    # Fingerprints before embedding: a file changed while it is embedded is then seen as changed next time.
+    fingerprints: list[str | None] = []
+    for it in items:
+        try:
+            fingerprints.append(file_fingerprint(it.path))
+        except OSError:
+            fingerprints.append(None)  # decode() reports the precise reason
+    plan = _Plan(name=name, source=src, items=items, fingerprints=fingerprints, model=sim, factory=factory,
+                 previous=previous)
+    if previous is not None:
+        old = {it.id: (row, it.path, fp) for row, (it, fp) in enumerate(zip(previous.items, previous.fingerprints))}
+        for pos, (it, fp) in enumerate(zip(items, fingerprints)):
+            hit = old.get(it.id)
+            if hit is not None and fp is not None and hit[1] == it.path and hit[2] == fp:
+                plan.reuse[pos] = hit[0]
+    return plan
+
+
+def _embed_and_write(tmp: Path, plan: _Plan, batch_size: int, workers: int | None, progress: bool | None,
+                     t_start: float) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Embed what needs embedding, assemble the vectors in gallery order, build FAISS and write ``tmp``."""
+    items, todo, sim = plan.items, plan.todo, plan.model
+    t_embed = time.perf_counter()
+    n_workers = default_workers() if workers is None else max(0, int(workers))
+    with _progress_bar(len(todo), progress, f"embedding {plan.name}") as bar:
+        new_vecs, reasons = embed_paths(sim, [items[p].path for p in todo], batch_size=batch_size,
+                                        workers=n_workers, progress=bar.update)
+    embed_s = time.perf_counter() - t_embed
+
+    keep: list[int] = []
+    rows: list[np.ndarray] = []
+    skipped: list[dict[str, str]] = []
+    new_at = {pos: j for j, pos in enumerate(todo)}
+    for pos, it in enumerate(items):
+        if pos in plan.reuse:
+            keep.append(pos)
+            rows.append(np.asarray(plan.previous.embeddings[plan.reuse[pos]], dtype=np.float32))
+            continue
+        j = new_at[pos]
+        if reasons[j] is None:
+            keep.append(pos)
+            rows.append(new_vecs[j])
+        else:
+            skipped.append({"id": it.id, "path": it.path, "reason": str(reasons[j])})
+    if not keep:
+        first = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
+        raise GalleryError(f"no image of {plan.source} could be embedded ({len(skipped)} skipped; first: {first})")
+    vectors = np.stack(rows).astype(np.float32, copy=False)
+
+    t_faiss = time.perf_counter()
+    index, faiss_info = make_faiss_index(vectors, plan.factory, sim.metric)
+    faiss_s = time.perf_counter() - t_faiss
+    _write_folder(tmp, index, vectors, [items[p] for p in keep], [plan.fingerprints[p] for p in keep])
+
+    prev = plan.previous
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "name": plan.name,
+        "source": str(plan.source),
+        "model": dataclasses.asdict(sim.info()),
+        "faiss": faiss_info,
+        "counts": {"images": len(items), "embedded": len(keep), "skipped": len(skipped)},
+        "skipped": skipped,
+        "update": None if prev is None else {
+            "reused": len(plan.reuse),
+            "embedded": sum(1 for r in reasons if r is None),
+            "removed": len(set(prev.ids) - {it.id for it in items}),
+            "previous_built_at": prev.meta.get("built_at"),
+        },
+        "build": {"batch_size": int(batch_size), "workers": n_workers, "device": str(sim.device)},
+        "versions": software_versions(),
+        "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "timing": {"embed_s": round(embed_s, 3), "faiss_s": round(faiss_s, 3),
+                   "embedded_per_s": round(len(todo) / embed_s, 2) if embed_s > 0 and todo else 0.0},
+        "elapsed_s": round(time.perf_counter() - t_start, 3),
+    }
+    write_json_atomic(tmp / META_FILE, meta)  # last: a folder with meta.json has all its files
+    return meta, skipped
+
+
+def _write_folder(folder: Path, index, vectors: np.ndarray, items: list[Item], fingerprints: list[str | None]) -> None:
+    """Write the FAISS index, the embeddings and the manifest (row i = FAISS id i everywhere)."""
+    import faiss
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    faiss.write_index(index, str(folder / INDEX_FILE))
+    np.save(folder / EMBEDDINGS_FILE, vectors)
+    records = items_to_records(items)
+    for rec, fp in zip(records, fingerprints):
+        rec["fingerprint"] = fp
+    schema = pa.schema([(c, pa.string()) for c in ("id", "path", "label", "attributes", "boxes", "metadata",
+                                                   "fingerprint")])
+    pq.write_table(pa.Table.from_pylist(records, schema=schema), folder / MANIFEST_FILE)
