@@ -10,6 +10,7 @@ matrix product (methods.md 1, rule 3), bilinear upsampling, baselines, and count
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections import OrderedDict
 from typing import Any, Sequence
@@ -34,10 +35,17 @@ class _FeatureCache:
         self.capacity = capacity
         self._data: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
-    @staticmethod
-    def key(model: SimModel, x: torch.Tensor) -> tuple:
+    _tokens = itertools.count()
+
+    @classmethod
+    def key(cls, model: SimModel, x: torch.Tensor) -> tuple:
         digest = hashlib.blake2b(x.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
-        return (id(model), model.spec, model.layer, digest)
+        # a token unique to the model object for the process: id() is reused after garbage collection, and a new
+        # model with the same spec (other weights or seed) would then read the old model's features
+        token = model.__dict__.get("_feature_cache_token")
+        if token is None:
+            token = model.__dict__["_feature_cache_token"] = next(cls._tokens)
+        return (token, model.spec, model.layer, digest)
 
     def get(self, key: tuple):
         if key in self._data:
