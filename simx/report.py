@@ -110,12 +110,14 @@ def pair_view_dict(explanation: Any, k: int = 0) -> dict[str, Any]:
 
         cells = cells_for(cells, k)
     extras = {}
+    n = int(np.asarray(explanation.similarities).shape[0])
     for key, value in (getattr(explanation, "extras", None) or {}).items():
-        arr = np.asarray(value) if isinstance(value, (np.ndarray, list, tuple)) else value
-        if isinstance(arr, np.ndarray) and arr.ndim >= 1 and arr.shape[0] == explanation.k:
-            extras[key] = arr[k]
-        elif isinstance(arr, (int, float, str, bool)) or arr is None:
-            extras[key] = arr
+        if isinstance(value, (list, tuple)) and len(value) == n:
+            extras[key] = value[k]  # per-pair lists (rankings, best attribute, messages)
+        elif isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == n:
+            extras[key] = value[k]
+        elif isinstance(value, (int, float, str, bool, np.generic)) or value is None:
+            extras[key] = value
     cost = getattr(explanation, "cost", None)
     return {
         "method": explanation.method,
@@ -316,5 +318,32 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-__all__ = ["overlay", "colorize", "map_limit", "png_bytes", "data_uri", "thumbnail", "pair_view_dict",
+# --------------------------------------------------------------------------------------------- failure summaries
+
+
+def label_confusion(per_query: Any, item_labels: Mapping[str, str | None], normalise: bool = True):
+    """Query label (rows) x neighbour label (columns) counts over the retrieved neighbours of every query of an
+    evaluation table (``per_query`` with ``label`` and ``neighbours`` columns); with ``normalise`` each row sums to
+    1 (the share of a label's retrieved neighbours that carry each label). Unlabelled neighbours count as
+    ``(none)``."""
+    import pandas as pd
+
+    counts: dict[tuple[str, str], int] = {}
+    for qlab, nbs in zip(per_query["label"], per_query["neighbours"]):
+        for n in list(nbs):
+            nlab = item_labels.get(n) or "(none)"
+            counts[(str(qlab), str(nlab))] = counts.get((str(qlab), str(nlab)), 0) + 1
+    if not counts:
+        return pd.DataFrame()
+    rows = sorted({a for a, _ in counts})
+    cols = sorted({b for _, b in counts} | set(rows))
+    df = pd.DataFrame(0.0, index=rows, columns=cols)
+    for (a, b), n in counts.items():
+        df.loc[a, b] = n
+    if normalise:
+        df = df.div(df.sum(axis=1).where(lambda x: x > 0, 1), axis=0)
+    return df
+
+
+__all__ = ["label_confusion", "overlay", "colorize", "map_limit", "png_bytes", "data_uri", "thumbnail", "pair_view_dict",
            "as_explanation", "pair_figure", "figure_png", "pair_png", "pair_report_html"]

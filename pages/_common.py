@@ -1,0 +1,370 @@
+"""Shared drawing and state helpers of the dashboard pages (no maths: everything is asked of simx).
+
+* URL state: :func:`qp` / :func:`set_qp` read and write ``st.query_params`` (index, query, neighbour, methods, ...),
+  so every view is a link that reopens the same thing;
+* resources loaded once per process (``st.cache_resource``): the index (and through it the model), the label store;
+* cached results (``st.cache_data``): explanations per (index, query, neighbour, method, params), faithfulness,
+  evaluation tables, projections, thumbnails;
+* :func:`show_error`: a readable message for every :class:`simx.errors.SimxError`, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import streamlit as st
+
+from simx.errors import SimxError
+
+# ------------------------------------------------------------------------------------------------ URL state
+
+URL_KEYS = ("index", "query", "neighbour", "methods", "k", "joint", "mode", "present")
+UPLOAD_PREFIX = "upload:"
+
+
+def qp(name: str, default: str | None = None) -> str | None:
+    value = st.query_params.get(name)
+    return default if value in (None, "") else value
+
+
+def set_qp(**values: Any) -> None:
+    """Write URL parameters (None removes one); unchanged values are not rewritten."""
+    for key, value in values.items():
+        if value is None or value == "" or value == []:
+            if key in st.query_params:
+                del st.query_params[key]
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        if st.query_params.get(key) != text:
+            st.query_params[key] = text
+
+
+def qp_list(name: str) -> list[str]:
+    value = qp(name)
+    return [v for v in value.split(",") if v] if value else []
+
+
+def carry_params(**override: Any) -> dict[str, str]:
+    """The URL state to take along to another page (index, query, ...), with overrides."""
+    out = {k: st.query_params[k] for k in URL_KEYS if k in st.query_params}
+    for k, v in override.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = str(v)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+def show_error(exc: BaseException, what: str = "") -> None:
+    """A SimxError as its message; anything else as a one-line message (the traceback goes to the server log)."""
+    prefix = f"{what}: " if what else ""
+    if isinstance(exc, SimxError):
+        st.error(prefix + str(exc), icon=":material/error:")
+    else:
+        import logging
+
+        logging.getLogger("simx.app").exception("unexpected error")
+        st.error(f"{prefix}unexpected error ({type(exc).__name__}: {exc}). Details are in the server log.",
+                 icon=":material/error:")
+
+
+BUILD_HELP = (
+    "No index found in `{root}`.\n\n"
+    "Build one first, for example the demo galleries:\n\n"
+    "```\nsimx demo\n```\n\n"
+    "or your own folder of images (sub-folders are labels):\n\n"
+    "```\nsimx index build PATH/TO/IMAGES --name myindex\n```\n\n"
+    "then reload this page. The dashboard looks in `$SIMX_INDEXES` (else `./indexes`)."
+)
+
+
+# ------------------------------------------------------------------------------------------------ resources
+
+
+def index_root() -> Path:
+    from simx.index.layout import index_root as _root
+
+    return _root(None).resolve()
+
+
+def list_indexes() -> list[dict[str, Any]]:
+    from simx.index import list_indexes as _list
+
+    return _list(index_root())
+
+
+def index_stamp(name: str) -> str:
+    """Changes whenever the index folder is rebuilt (cache key for everything derived from it)."""
+    meta = index_root() / name / "meta.json"
+    try:
+        st_ = meta.stat()
+    except OSError:
+        return "missing"
+    return f"{st_.st_mtime_ns}:{st_.st_size}"
+
+
+@st.cache_resource(show_spinner="Opening the index and its model...", max_entries=8)
+def _open_index(root: str, name: str, stamp: str):
+    from simx.index import open_index
+
+    index = open_index(name, root=root)
+    index.model  # load the model once per process (and check it matches the index)  # noqa: B018
+    return index
+
+
+def get_index(name: str):
+    return _open_index(str(index_root()), name, index_stamp(name))
+
+
+@st.cache_resource(max_entries=16)
+def _label_store(url: str):
+    from simx.labels import LabelStore
+
+    return LabelStore(url)
+
+
+def label_store(index_name: str):
+    from simx.labels import default_url
+
+    return _label_store(default_url(index_name, index_root()))
+
+
+def current_user() -> str:
+    return st.session_state.get("user") or os.environ.get("SIMX_USER") or "anonymous"
+
+
+# ------------------------------------------------------------------------------------------------ images
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def thumb(path: str, size: int = 128) -> np.ndarray | None:
+    """A padded thumbnail of a gallery image, or None when it cannot be read."""
+    from simx.data import load_image
+    from simx.report import thumbnail
+
+    try:
+        return thumbnail(load_image(path), size)
+    except SimxError:
+        return None
+
+
+def upload_key(data: bytes) -> str:
+    return UPLOAD_PREFIX + hashlib.sha1(data).hexdigest()[:16]
+
+
+def uploaded_bytes(key: str) -> bytes | None:
+    return st.session_state.get("uploads", {}).get(key)
+
+
+def has_item(index, item_id: str) -> bool:
+    try:
+        index.position(item_id)
+    except SimxError:
+        return False
+    return True
+
+
+def query_image(index, query: str):
+    """PIL image of a query id (gallery item or an upload kept in memory)."""
+    from simx.data import load_image
+
+    if query.startswith(UPLOAD_PREFIX):
+        data = uploaded_bytes(query)
+        if data is None:
+            raise SimxError("the uploaded image is no longer in this session; upload it again")
+        return load_image(data)
+    return load_image(index.item(query).path)
+
+
+# ------------------------------------------------------------------------------------------------ cached results
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def neighbours(root: str, name: str, stamp: str, query: str, k: int, _data: bytes | None = None) -> list[dict]:
+    index = _open_index(root, name, stamp)
+    if query.startswith(UPLOAD_PREFIX):
+        from simx.data import load_image
+
+        hits = index.search_image(load_image(_data), k)
+    else:
+        hits = index.search_id(query, k)
+    return [h.to_dict() for h in hits]
+
+
+def get_neighbours(name: str, query: str, k: int) -> list[dict]:
+    return neighbours(str(index_root()), name, index_stamp(name), query, int(k), _data=uploaded_bytes(query))
+
+
+def _explain_view(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str,
+                  data: bytes | None, faithfulness: bool = False):
+    from simx.data import load_image
+    from simx.explain import explain
+    from simx.report import pair_view_dict
+
+    index = _open_index(root, name, stamp)
+    qimg = load_image(data) if query.startswith(UPLOAD_PREFIX) else load_image(index.item(query).path)
+    nimg = load_image(index.item(neighbour).path)
+    exp = explain(index.model, qimg, [nimg], method=method, side="both", seed=0, **json.loads(params_json))
+    if faithfulness:
+        return exp.faithfulness()
+    return pair_view_dict(exp, 0)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def explanation(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str = "{}",
+                _data: bytes | None = None) -> dict:
+    """The pair view of one method (cached per index, query, neighbour, method and parameters)."""
+    return _explain_view(root, name, stamp, query, neighbour, method, params_json, _data)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def faithfulness(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str = "{}",
+                 _data: bytes | None = None) -> dict:
+    """Insertion/deletion scores (means per side) of one method's maps of the pair."""
+    f = _explain_view(root, name, stamp, query, neighbour, method, params_json, _data, faithfulness=True)
+    out = {}
+    for side in ("query", "neighbour"):
+        if isinstance(f.get(side), dict):
+            out[side] = {m: float(f[side][f"{m}_mean"]) for m in ("insertion", "deletion") if f"{m}_mean" in f[side]}
+    return out
+
+
+def get_explanation(name: str, query: str, neighbour: str, method: str, params: dict | None = None) -> dict:
+    return explanation(str(index_root()), name, index_stamp(name), query, neighbour, method,
+                       json.dumps(params or {}, sort_keys=True), _data=uploaded_bytes(query))
+
+
+def get_faithfulness(name: str, query: str, neighbour: str, method: str, params: dict | None = None) -> dict:
+    return faithfulness(str(index_root()), name, index_stamp(name), query, neighbour, method,
+                        json.dumps(params or {}, sort_keys=True), _data=uploaded_bytes(query))
+
+
+@st.cache_data(show_spinner="Evaluating the index...", max_entries=16)
+def _evaluation(root: str, name: str, stamp: str, k: int):
+    from simx.index import evaluate
+
+    r = evaluate(_open_index(root, name, stamp), k=k)
+    return r.overall, r.per_label, r.per_query
+
+
+def get_evaluation(name: str, k: int = 10):
+    """(overall, per_label, per_query) of :func:`simx.index.evaluate`; raises SimxError without labels."""
+    return _evaluation(str(index_root()), name, index_stamp(name), int(k))
+
+
+@st.cache_data(show_spinner="Projecting the embeddings to 2-D (once per index)...", max_entries=8)
+def _projection(root: str, name: str, stamp: str):
+    from simx.projection import projection
+
+    df = projection(_open_index(root, name, stamp))
+    return df, df.attrs.get("method", "")
+
+
+def get_projection(name: str):
+    return _projection(str(index_root()), name, index_stamp(name))
+
+
+# ------------------------------------------------------------------------------------------------ methods
+
+
+def methods() -> dict[str, str]:
+    from simx.explain import METHODS
+
+    return dict(METHODS)
+
+
+def method_kinds() -> dict[str, str]:
+    from simx.explain import REGISTRY
+
+    return {name: spec.kind for name, spec in REGISTRY.items()}
+
+
+#: Shown first when nothing is chosen: fast and model-agnostic enough for a first look.
+DEFAULT_METHODS = ("gradcam", "searchcam")
+
+
+def default_methods(available: Sequence[str]) -> list[str]:
+    picks = [m for m in DEFAULT_METHODS if m in available]
+    return picks[:1] or list(available)[:1]
+
+
+# ------------------------------------------------------------------------------------------------ sidebar
+
+
+def sidebar_index() -> str | None:
+    """The index picker (URL-bound) in the sidebar; returns the chosen index name or None (with help shown)."""
+    try:
+        entries = list_indexes()
+    except SimxError as exc:
+        show_error(exc)
+        return None
+    names = [e["name"] for e in entries]
+    if not names:
+        st.info(BUILD_HELP.format(root=index_root()), icon=":material/info:")
+        return None
+    wanted = qp("index")
+    if wanted is not None and wanted not in names:
+        st.error(f"No index named '{wanted}' in {index_root()} (available: {', '.join(names)}).",
+                 icon=":material/error:")
+        return None
+    if st.session_state.get("index_pick") not in names or (wanted and st.session_state.get("index_pick") != wanted):
+        st.session_state["index_pick"] = wanted or names[0]
+
+    def changed() -> None:
+        set_qp(index=st.session_state["index_pick"], query=None, neighbour=None)
+
+    st.sidebar.selectbox("Index", names, key="index_pick", on_change=changed)
+    name = st.session_state["index_pick"]
+    entry = next(e for e in entries if e["name"] == name)
+    if not entry.get("ok", True):
+        st.error(f"Index '{name}' cannot be opened: {entry.get('error')}", icon=":material/error:")
+        return None
+    if qp("index") != name:
+        set_qp(index=name)
+    return name
+
+
+def sidebar_status(index) -> None:
+    st.sidebar.caption(f"{len(index)} images · model `{index.meta['model']['spec']}` · "
+                       f"{index.meta['model']['metric']} · device **{index.model.device}**")
+
+
+def presentation() -> bool:
+    return qp("present") == "1"
+
+
+def hide_sidebar_css() -> None:
+    st.html("<style>[data-testid='stSidebar'],[data-testid='stSidebarCollapsedControl']{display:none}</style>")
+
+
+def badge(correct: bool | None) -> str:
+    if correct is None:
+        return ""
+    return ":green-badge[:material/check: same label]" if correct else ":red-badge[:material/close: other label]"
+
+
+def verdict_badge(verdict: str | None) -> str:
+    if verdict == "good":
+        return ":blue-badge[:material/thumb_up: good]"
+    if verdict == "bad":
+        return ":orange-badge[:material/thumb_down: bad]"
+    return ""
+
+
+def guarded(fn: Callable[[], Any], what: str = "") -> Any:
+    """Run a drawing step; a SimxError becomes a message instead of a traceback."""
+    try:
+        return fn()
+    except SimxError as exc:
+        show_error(exc, what)
+    except Exception as exc:  # noqa: BLE001
+        show_error(exc, what)
+    return None

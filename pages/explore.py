@@ -1,0 +1,620 @@
+"""Explore: pick a query, see its neighbours, open a pair and see why it matches; label it; review at speed."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages import _common as ui
+from simx import report
+from simx.errors import SimxError
+
+GRID_COLS = 8
+PAGE_SIZE = 24
+
+present = ui.presentation()
+if present:
+    ui.hide_sidebar_css()
+
+# ------------------------------------------------------------------------------------------------ index
+
+name = ui.sidebar_index()
+if name is None:
+    st.title("simx")
+    st.stop()
+try:
+    index = ui.get_index(name)
+except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+    ui.show_error(exc, f"Cannot open index '{name}'")
+    st.stop()
+ui.sidebar_status(index)
+store = ui.label_store(name)
+
+with st.sidebar:
+    if "user" not in st.session_state:
+        st.session_state["user"] = ui.current_user()
+    st.text_input("Your name (for labels)", key="user")
+    k = st.slider("Neighbours (k)", 1, 30, int(ui.qp("k", "10")), key="k_pick",
+                  on_change=lambda: ui.set_qp(k=st.session_state["k_pick"]))
+    if st.button("Presentation mode", icon=":material/slideshow:", help="Hide every control; share the link"):
+        ui.set_qp(present=1)
+        st.rerun()
+
+if present:
+    if st.button("Exit presentation", icon=":material/close:"):
+        ui.set_qp(present=None)
+        st.rerun()
+
+# ------------------------------------------------------------------------------------------------ callbacks
+
+
+def pick_query(item_id: str) -> None:
+    ui.set_qp(query=item_id, neighbour=None)
+    st.session_state.pop("review_override", None)
+
+
+def pick_neighbour(item_id: str) -> None:
+    ui.set_qp(neighbour=item_id)
+
+
+def random_query() -> None:
+    pick_query(random.choice(index.ids))
+
+
+def worst_queries() -> list[str] | None:
+    try:
+        _, _, per_query = ui.get_evaluation(name, k)
+    except SimxError:
+        return None
+    return list(per_query["id"])
+
+
+def next_failure() -> None:
+    order = worst_queries() or []
+    if not order:
+        return
+    current = ui.qp("query")
+    nxt = order[(order.index(current) + 1) % len(order)] if current in order else order[0]
+    pick_query(nxt)
+
+
+# ------------------------------------------------------------------------------------------------ query picker
+
+
+def query_picker() -> None:
+    gallery_tab, upload_tab = st.tabs(["Gallery", "Upload an image"])
+    with gallery_tab:
+        labels = sorted({it.label for it in index.items if it.label})
+        c1, c2, c3, c4 = st.columns([3, 3, 1, 1], vertical_alignment="bottom")
+        chosen = c1.multiselect("Labels", labels, key="flt_labels", placeholder="all labels")
+        text = c2.text_input("Search labels, descriptions and ids", key="flt_text").strip().lower()
+        c3.button("Random", icon=":material/casino:", on_click=random_query, width="stretch")
+        failures = worst_queries()
+        c4.button("Next failure", icon=":material/skip_next:", on_click=next_failure, disabled=not failures,
+                  width="stretch",
+                  help="The next query by worst average precision" if failures else
+                  "Needs labelled items (evaluation)")
+
+        def match(it) -> bool:
+            if chosen and it.label not in chosen:
+                return False
+            if not text:
+                return True
+            hay = " ".join([it.id, it.label or "", str(it.metadata.get("description", "")), " ".join(it.attributes)])
+            return text in hay.lower()
+
+        items = [it for it in index.items if match(it)]
+        pages = max(1, -(-len(items) // PAGE_SIZE))
+        page = 1
+        if pages > 1:
+            page = int(st.number_input(f"Page (of {pages}, {len(items)} images)", 1, pages, 1, key="gallery_page"))
+        else:
+            st.caption(f"{len(items)} images")
+        shown = items[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        for row in range(0, len(shown), GRID_COLS):
+            cols = st.columns(GRID_COLS)
+            for col, it in zip(cols, shown[row : row + GRID_COLS]):
+                with col:
+                    t = ui.thumb(it.path)
+                    if t is not None:
+                        st.image(t, width="stretch")
+                    else:
+                        st.caption("(unreadable)")
+                    st.button(it.label or it.id, key=f"pick_{it.id}", on_click=pick_query, args=(it.id,),
+                              help=it.id, width="stretch")
+    with upload_tab:
+        up = st.file_uploader("Query image (kept in memory, never added to the gallery)",
+                              type=["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"], key="upload")
+        if up is not None:
+            data = up.getvalue()
+            from simx.data import load_image
+
+            try:
+                load_image(data)
+            except SimxError as exc:
+                st.error(f"Cannot use '{up.name}' as a query: {exc.reason if hasattr(exc, 'reason') else exc}",
+                         icon=":material/error:")
+            else:
+                key = ui.upload_key(data)
+                st.session_state.setdefault("uploads", {})[key] = data
+                if st.session_state.get("last_upload") != key:
+                    st.session_state["last_upload"] = key
+                    pick_query(key)
+                    st.rerun()
+
+
+# ------------------------------------------------------------------------------------------------ pair view parts
+
+
+def pair_key(query: str, neighbour: str) -> str:
+    return f"{query}|{neighbour}"
+
+
+def method_rows(query: str, neighbour: str, chosen: list[str], alpha: float) -> list[dict]:
+    views = []
+    for m in chosen:
+        with st.container(border=True):
+            try:
+                with st.spinner(f"Running {m}..."):
+                    view = ui.get_explanation(name, query, neighbour, m)
+            except Exception as exc:  # noqa: BLE001
+                ui.show_error(exc, m)
+                continue
+            views.append(view)
+            c1, c2, c3 = st.columns([2, 2, 1.3])
+            c1.image(report.overlay(view["query_image"], view["query_map"], alpha), caption=f"{m}: query",
+                     width="stretch")
+            c2.image(report.overlay(view["neighbour_image"], view["neighbour_map"], alpha),
+                     caption=f"{m}: neighbour", width="stretch")
+            with c3:
+                st.markdown(f"**{m}**  \nsimilarity **{view['similarity']:.4f}**")
+                cost = view.get("cost") or {}
+                if cost:
+                    st.caption(f"{cost.get('forward', 0)} forward, {cost.get('backward', 0)} backward passes, "
+                               f"{cost.get('seconds', 0):.2f} s")
+                fkey = f"faith_{pair_key(query, neighbour)}_{m}"
+                if not present and st.button("Insertion / deletion", key=f"btn_{fkey}",
+                                             help="Faithfulness of this method's maps (area under the curves)"):
+                    st.session_state[fkey] = True
+                if st.session_state.get(fkey):
+                    try:
+                        with st.spinner("Scoring insertion/deletion..."):
+                            f = ui.get_faithfulness(name, query, neighbour, m)
+                    except Exception as exc:  # noqa: BLE001
+                        ui.show_error(exc, "insertion/deletion")
+                    else:
+                        for side, vals in f.items():
+                            st.caption(f"{side}: insertion {vals.get('insertion', float('nan')):.3g}, "
+                                       f"deletion {vals.get('deletion', float('nan')):.3g}")
+    return views
+
+
+def sane_panel(query: str, neighbour: str, alpha: float) -> dict | None:
+    if "sane" not in ui.methods():
+        return None
+    flag = f"sane_{pair_key(query, neighbour)}"
+    with st.expander("Attributes (SANE): which shared attribute explains the match", expanded=True):
+        if not st.session_state.get(flag):
+            if present or not st.button("Run SANE", key=f"btn_{flag}", icon=":material/label_important:"):
+                st.caption("Ranks the attributes the pair shares by confidence and how well they match the saliency.")
+                return None
+            st.session_state[flag] = True
+        try:
+            with st.spinner("Running SANE (attribute maps, saliency and ranking)..."):
+                view = ui.get_explanation(name, query, neighbour, "sane")
+        except SimxError as exc:
+            st.info(f"SANE is not available for this pair: {exc}", icon=":material/info:")
+            return None
+        except Exception as exc:  # noqa: BLE001
+            ui.show_error(exc, "sane")
+            return None
+        extras = view.get("extras") or {}
+        ranked = extras.get("neighbour_ranking") or extras.get("query_ranking") or []
+        rows = [(r.get("attribute"), float(r.get("score", 0.0)), float(r.get("confidence", 0.0)),
+                 float(r.get("matching", 0.0))) for r in ranked if isinstance(r, dict)]
+        if extras.get("message"):
+            st.caption(str(extras["message"]))
+        c1, c2 = st.columns([1, 1])
+        if rows:
+            c1.dataframe({"attribute": [r[0] for r in rows], "score": [r[1] for r in rows],
+                          "confidence": [r[2] for r in rows], "matching": [r[3] for r in rows]}, hide_index=True)
+            c2.image(report.overlay(view["neighbour_image"], view["neighbour_map"], alpha),
+                     caption=f"'{rows[0][0]}' on the neighbour", width="stretch")
+        else:
+            c1.caption("No shared attribute explains this match.")
+        return {"attributes": [(r[0], r[1]) for r in rows], "map": view["neighbour_map"],
+                "image": view["neighbour_image"]}
+
+
+def joint_figure(view: dict, point, box, alpha: float, lines: int) -> go.Figure:
+    from simx.explain import views as jv
+
+    exp = report.as_explanation(view)
+    qimg, nimg = view["query_image"], view["neighbour_image"]
+    h, w = qimg.shape[:2]
+    gap = round(w * 0.06)
+    proj = None
+    if point is not None:
+        proj = jv.project_point(exp, point)
+    elif box is not None:
+        proj = jv.project_region(exp, box)
+    shown = report.overlay(nimg, proj.map, max(alpha, 0.75)) if proj is not None else nimg
+    fig = go.Figure()
+    fig.add_trace(go.Image(z=qimg, x0=0, y0=0, hoverinfo="skip", name="query"))
+    fig.add_trace(go.Image(z=shown, x0=w + gap, y0=0, hoverinfo="skip", name="neighbour"))
+    centres = jv.cell_centres(exp.query_cells)
+    n = len(centres)
+    fig.add_trace(go.Scatter(x=centres[:, 0], y=centres[:, 1], mode="markers", name="query cells",
+                             marker=dict(size=max(6, min(26, int(520 / max(np.sqrt(n), 1)))), color="white",
+                                         opacity=0.22, line=dict(width=1, color="black")),
+                             hovertemplate="query cell %{pointNumber}: (%{x:.0f}, %{y:.0f})<extra></extra>"))
+    if lines:
+        for c in jv.correspondences(exp, top_k=lines):
+            fig.add_trace(go.Scatter(x=[c.query_xy[0], c.neighbour_xy[0] + w + gap], y=[c.query_xy[1],
+                                     c.neighbour_xy[1]], mode="lines", hoverinfo="skip", showlegend=False,
+                                     line=dict(width=2, color="rgba(255,170,0,0.8)")))
+    if point is not None:
+        fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", hoverinfo="skip", showlegend=False,
+                                 marker=dict(symbol="x", size=16, color="yellow", line=dict(width=2,
+                                                                                            color="black"))))
+    if box is not None:
+        x0, y0, x1, y1 = box
+        fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color="yellow", width=3))
+    fig.update_xaxes(visible=False, range=[-2, 2 * w + gap + 2], constrain="domain")
+    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
+    fig.update_layout(margin=dict(l=0, r=0, t=10, b=0), height=420, showlegend=False, dragmode="select",
+                      clickmode="event+select")
+    return fig
+
+
+@st.fragment
+def joint_panel(query: str, neighbour: str, alpha: float) -> None:
+    kinds = ui.method_kinds()
+    joint_methods = sorted(m for m, kd in kinds.items() if kd == "joint")
+    st.subheader("Which part matches which part")
+    if not joint_methods:
+        st.info("No joint explanation method is installed.")
+        return
+    pk = pair_key(query, neighbour)
+    wanted = ui.qp("joint")
+    default = wanted if wanted in joint_methods else ("jointcam" if "jointcam" in joint_methods else joint_methods[0])
+    c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
+    if present:
+        method = default
+    else:
+        method = c1.selectbox("Joint method", joint_methods, index=joint_methods.index(default), key="joint_method",
+                              format_func=lambda m: f"{m}: {ui.methods().get(m, '')[:70]}")
+        if method != wanted:
+            ui.set_qp(joint=method)
+    lines = 0 if present else c2.slider("Correspondence lines", 0, 30, 12, key="joint_lines")
+    if present:
+        lines = 12
+    try:
+        with st.spinner(f"Running {method}..."):
+            view = ui.get_explanation(name, query, neighbour, method)
+    except Exception as exc:  # noqa: BLE001
+        ui.show_error(exc, method)
+        return
+    if view.get("joint") is None:
+        st.info(f"{method} returned no joint matrix for this pair.")
+        return
+    chart_key = f"joint_chart_{method}_{pk}"
+    # the chart's selection from the last interaction (read before drawing, so the drawing reflects it)
+    state = st.session_state.get(chart_key) or {}
+    sel = (state.get("selection") if isinstance(state, dict) else getattr(state, "selection", None)) or {}
+    pts = [p for p in (sel.get("points") or []) if p.get("curve_number", 2) == 2]
+    boxes = sel.get("box") or []
+    h, w = view["query_image"].shape[:2]
+    click = None
+    if pts:
+        click = (float(pts[-1]["x"]), float(pts[-1]["y"]))
+    box = None
+    if boxes and not pts:
+        b = boxes[-1]
+        xs, ys = sorted(b["x"])[:2], sorted(b["y"])[:2]
+        box = (max(0.0, xs[0]), max(0.0, ys[0]), min(float(w), xs[1]), min(float(h), ys[1]))
+        if box[2] <= box[0] or box[3] <= box[1]:
+            box = None
+    if click is not None and st.session_state.get("joint_last_click") != (chart_key, click):
+        st.session_state["joint_last_click"] = (chart_key, click)
+        st.session_state["joint_x"], st.session_state["joint_y"] = click
+    if c3.button("Clear point", key="joint_clear", disabled=present):
+        st.session_state["joint_x"] = st.session_state["joint_y"] = None
+        st.session_state["joint_last_click"] = (chart_key, click)
+        box = None
+    px_col, py_col = st.columns(2)
+    if present:
+        x, y = st.session_state.get("joint_x"), st.session_state.get("joint_y")
+    else:
+        x = px_col.number_input("Query point x (model pixels)", 0.0, float(w - 1), value=None, key="joint_x")
+        y = py_col.number_input("Query point y (model pixels)", 0.0, float(h - 1), value=None, key="joint_y")
+    point = (float(x), float(y)) if x is not None and y is not None else None
+    if point is not None:
+        box = None
+    try:
+        fig = joint_figure(view, point, box, alpha, lines)
+    except Exception as exc:  # noqa: BLE001
+        ui.show_error(exc, "joint view")
+        return
+    st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("points", "box"),
+                    config={"displayModeBar": False, "scrollZoom": False})
+    if point is not None:
+        st.caption(f"Heat map on the neighbour: how much each of its parts interacts with the query point "
+                   f"({point[0]:.0f}, {point[1]:.0f}) under {method}. Click another cell, or drag a box.")
+    elif box is not None:
+        st.caption(f"Heat map on the neighbour: projection of the query box ({box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f},"
+                   f" {box[3]:.0f}).")
+    else:
+        st.caption("Click a point (or drag a box) on the query to project it onto the neighbour; lines join the "
+                   "strongest mutually matching cells.")
+
+
+def save_label(query: str, neighbour: str, verdict: str, rank: int | None, score: float | None) -> None:
+    reason = st.session_state.get("label_reason") if verdict == "bad" else None
+    note = st.session_state.get("label_note", "")
+    try:
+        store.put(name, query, neighbour, verdict, reason=reason, note=note, user=ui.current_user(),
+                  model=index.meta["model"]["spec"], rank=rank, score=score)
+        st.session_state["label_saved"] = f"Saved: {verdict} match" + (f" ({reason})" if reason else "")
+    except SimxError as exc:
+        st.session_state["label_saved"] = f"Could not save the label: {exc}"
+
+
+def label_panel(query: str, neighbour: str, rank: int | None, score: float | None) -> dict | None:
+    from simx.labels import REASONS
+
+    mine = store.find(name, query, neighbour, user=ui.current_user())
+    current = mine[0] if mine else None
+    if query.startswith(ui.UPLOAD_PREFIX):
+        st.caption("Uploaded queries are not in the gallery, so their pairs cannot be labelled.")
+        return None
+    with st.container(border=True):
+        st.markdown("**Label this pair**" + (f"  \ncurrent: {ui.verdict_badge(current.verdict)} "
+                                             f"{REASONS.get(current.reason or '', '')} {current.note}"
+                                             if current else ""))
+        c1, c2, c3, c4 = st.columns([1, 1, 2, 3], vertical_alignment="bottom")
+        c1.button("Good match", icon=":material/thumb_up:", key="label_good", on_click=save_label,
+                  args=(query, neighbour, "good", rank, score), type="primary")
+        c2.button("Bad match", icon=":material/thumb_down:", key="label_bad", on_click=save_label,
+                  args=(query, neighbour, "bad", rank, score))
+        c3.selectbox("Reason (bad)", list(REASONS), format_func=REASONS.get, key="label_reason",
+                     index=list(REASONS).index(current.reason) if current and current.reason else 0)
+        c4.text_input("Note", key="label_note")
+        msg = st.session_state.pop("label_saved", None)
+        if msg:
+            (st.error if msg.startswith("Could not") else st.success)(msg)
+    return None if current is None else {"verdict": current.verdict, "reason": current.reason, "note": current.note,
+                                         "user": current.user}
+
+
+def downloads(query: str, neighbour: str, views: list[dict], sane: dict | None, label: dict | None,
+              rank: int | None, score: float | None) -> None:
+    if not views:
+        return
+    q_item = None if query.startswith(ui.UPLOAD_PREFIX) else index.item(query)
+    n_item = index.item(neighbour)
+    title = f"{name}: {query} vs {neighbour}"
+    base = f"simx_{name}_{query}_{neighbour}".replace("/", "_").replace(":", "_")
+    faith = {v["method"]: ui.get_faithfulness(name, query, neighbour, v["method"]) for v in views
+             if st.session_state.get(f"faith_{pair_key(query, neighbour)}_{v['method']}")}
+    c1, c2 = st.columns(2)
+    c1.download_button("Download PNG figure", data=lambda: report.pair_png(views, title=title, label=label),
+                       file_name=base + ".png", mime="image/png", icon=":material/image:", on_click="ignore",
+                       key="dl_png")
+    c2.download_button("Download HTML report",
+                       data=lambda: report.pair_report_html(views, q_item, n_item, index_name=name,
+                                                            model_spec=index.meta["model"]["spec"], rank=rank,
+                                                            score=score, faithfulness=faith, sane=sane, label=label),
+                       file_name=base + ".html", mime="text/html", icon=":material/description:", on_click="ignore",
+                       key="dl_html")
+
+
+def pair_view(query: str, neighbour: str, hit: dict | None) -> None:
+    available = list(ui.methods())
+    non_joint = [m for m in available if ui.method_kinds().get(m) not in ("joint", "attribute") and m != "sane"]
+    wanted = [m for m in ui.qp_list("methods") if m in available] or ui.default_methods(non_joint)
+    st.divider()
+    st.subheader("Why do these match?")
+    if present:
+        chosen, alpha = wanted, 0.6
+    else:
+        c1, c2 = st.columns([3, 1])
+        if st.session_state.get("methods_pick") is None or set(st.session_state["methods_pick"]) != set(wanted):
+            st.session_state["methods_pick"] = wanted
+        chosen = c1.multiselect("Saliency methods (one row each)", non_joint + [m for m in available
+                                                                               if m not in non_joint],
+                                key="methods_pick", format_func=lambda m: m,
+                                help="\n".join(f"- **{m}**: {d}" for m, d in ui.methods().items()),
+                                on_change=lambda: ui.set_qp(methods=st.session_state["methods_pick"]))
+        alpha = c2.slider("Map opacity", 0.0, 1.0, 0.6, 0.05, key="alpha")
+    rank = hit["rank"] if hit else None
+    score = hit["score"] if hit else None
+    views = method_rows(query, neighbour, chosen, alpha)
+    sane = sane_panel(query, neighbour, alpha)
+    joint_panel(query, neighbour, alpha)
+    label = None if present else label_panel(query, neighbour, rank, score)
+    if not present:
+        downloads(query, neighbour, views, sane, label, rank, score)
+
+
+# ------------------------------------------------------------------------------------------------ review queue
+
+
+def review_pairs() -> list[tuple[str, str, int]]:
+    order = worst_queries()
+    if order is None:
+        return []
+    _, _, per_query = ui.get_evaluation(name, k)
+    out = []
+    for qid, nbs in zip(per_query["id"], per_query["neighbours"]):
+        for r, nid in enumerate(list(nbs)[:k]):
+            out.append((qid, nid, r + 1))
+    return out
+
+
+def review_act(action: str, pair: tuple[str, str, int]) -> None:
+    q, n, r = pair
+    hist = st.session_state.setdefault("review_history", [])
+    if action == "back":
+        if hist:
+            st.session_state["review_override"] = hist.pop()
+        return
+    if action in ("good", "bad"):
+        reason = st.session_state.get("review_reason") if action == "bad" else None
+        try:
+            store.put(name, q, n, action, reason=reason, user=ui.current_user(), model=index.meta["model"]["spec"],
+                      rank=r)
+        except SimxError as exc:
+            st.session_state["review_msg"] = f"Could not save: {exc}"
+            return
+    else:
+        st.session_state.setdefault("review_skipped", set()).add((q, n))
+    hist.append(pair)
+    st.session_state.pop("review_override", None)
+
+
+def review_queue() -> None:
+    from simx.labels import REASONS
+
+    pairs = review_pairs()
+    if not pairs:
+        st.info("The review queue walks the top-k pairs of the worst queries; it needs labelled items (a folder "
+                "gallery's sub-folders or a manifest 'label' column).")
+        return
+    done = store.labelled_pairs(name, user=ui.current_user())
+    skipped = st.session_state.get("review_skipped", set())
+    remaining = [p for p in pairs if (p[0], p[1]) not in done and (p[0], p[1]) not in skipped]
+    current = st.session_state.get("review_override") or (remaining[0] if remaining else None)
+    st.progress(1 - len(remaining) / len(pairs),
+                text=f"{len(pairs) - len(remaining)} of {len(pairs)} pairs labelled or skipped "
+                     f"(worst queries first, {ui.current_user()})")
+    msg = st.session_state.pop("review_msg", None)
+    if msg:
+        st.error(msg)
+    if current is None:
+        st.success("Every pair of the queue is labelled.")
+        return
+    q, n, r = current
+    method = (ui.qp_list("methods") or ui.default_methods(list(ui.methods())))[0]
+    try:
+        with st.spinner(f"Running {method}..."):
+            view = ui.get_explanation(name, q, n, method)
+    except Exception as exc:  # noqa: BLE001
+        ui.show_error(exc, method)
+        view = None
+    qi, ni = index.item(q), index.item(n)
+    c1, c2, c3 = st.columns([2, 2, 1.4])
+    if view is not None:
+        c1.image(report.overlay(view["query_image"], view["query_map"], 0.5), width="stretch",
+                 caption=f"query {q} ({qi.label})")
+        c2.image(report.overlay(view["neighbour_image"], view["neighbour_map"], 0.5), width="stretch",
+                 caption=f"#{r} {n} ({ni.label})")
+    with c3:
+        if view is not None:
+            st.metric("similarity", f"{view['similarity']:.4f}")
+        st.markdown(ui.badge(qi.label == ni.label if qi.label and ni.label else None))
+        st.segmented_control("Reason for bad", list(REASONS), format_func=REASONS.get, key="review_reason",
+                             default="other")
+        b1, b2 = st.columns(2)
+        b1.button("Good", key="rq_good", shortcut="G", on_click=review_act, args=("good", current),
+                  type="primary", width="stretch")
+        b2.button("Bad", key="rq_bad", shortcut="B", on_click=review_act, args=("bad", current),
+                  width="stretch")
+        b3, b4 = st.columns(2)
+        b3.button("Skip", key="rq_skip", shortcut="S", on_click=review_act, args=("skip", current),
+                  width="stretch")
+        b4.button("Back", key="rq_back", shortcut="Left", on_click=review_act, args=("back", current),
+                  disabled=not st.session_state.get("review_history"), width="stretch")
+        st.caption("Keys: **G** good · **B** bad · **S** skip · **←** back")
+        st.button("Open in Explore", key="rq_open", on_click=lambda: (ui.set_qp(query=q, neighbour=n, mode=None)))
+
+
+# ------------------------------------------------------------------------------------------------ page
+
+st.title("Explore" if not present else f"simx · {name}")
+mode = "Explore"
+if not present:
+    mode_default = "Review queue" if ui.qp("mode") == "review" else "Explore"
+    mode = st.segmented_control("Mode", ["Explore", "Review queue"], default=mode_default, key="mode_pick",
+                                label_visibility="collapsed",
+                                on_change=lambda: ui.set_qp(mode="review" if st.session_state.get("mode_pick") ==
+                                                            "Review queue" else None)) or "Explore"
+if mode == "Review queue":
+    review_queue()
+    st.stop()
+
+query = ui.qp("query")
+if not present:
+    with st.expander("Choose a query", expanded=query is None):
+        query_picker()
+if query is None:
+    st.info("Pick a query image above: from the gallery, at random, the next failure, or upload one.")
+    st.stop()
+
+is_upload = query.startswith(ui.UPLOAD_PREFIX)
+if is_upload and ui.uploaded_bytes(query) is None:
+    st.error("The uploaded query image is no longer in this session (uploads are kept in memory only); upload it "
+             "again.", icon=":material/error:")
+    st.stop()
+if not is_upload and not ui.has_item(index, query):
+    st.error(f"No image with id '{query}' in index '{name}'.", icon=":material/error:")
+    st.stop()
+
+q_item = None if is_upload else index.item(query)
+try:
+    hits = ui.get_neighbours(name, query, k)
+except Exception as exc:  # noqa: BLE001
+    ui.show_error(exc, "search")
+    st.stop()
+
+labelled = {}
+if not is_upload:
+    for lab in store.list(index=name, query_id=query):
+        labelled.setdefault(lab.neighbour_id, lab.verdict if lab.user == ui.current_user() else
+                            labelled.get(lab.neighbour_id, lab.verdict))
+
+qc, nc = st.columns([1, 5])
+with qc:
+    st.markdown("**Query**")
+    try:
+        st.image(report.thumbnail(ui.query_image(index, query), 224), width="stretch")
+    except SimxError as exc:
+        ui.show_error(exc)
+    if q_item is not None:
+        st.caption(f"`{q_item.id}`  \nlabel: **{q_item.label or '-'}**"
+                   + (f"  \n{q_item.metadata.get('description')}" if q_item.metadata.get("description") else "")
+                   + (f"  \nattributes: {', '.join(q_item.attributes)}" if q_item.attributes else ""))
+    else:
+        st.caption("uploaded image (in memory)")
+with nc:
+    st.markdown(f"**Top {len(hits)} neighbours**")
+    per_row = 5 if len(hits) > 5 else max(1, len(hits))
+    neighbour = ui.qp("neighbour")
+    for row in range(0, len(hits), per_row):
+        cols = st.columns(per_row)
+        for col, h in zip(cols, hits[row : row + per_row]):
+            with col:
+                t = ui.thumb(h["path"])
+                if t is not None:
+                    st.image(t, width="stretch")
+                same = (q_item.label == h["label"]) if q_item is not None and q_item.label and h["label"] else None
+                st.markdown(f"#{h['rank']} · **{h['score']:.3f}**  \n{h['label'] or ''}  \n{ui.badge(same)} "
+                            f"{ui.verdict_badge(labelled.get(h['id']))}")
+                if not present:
+                    st.button("Open" if h["id"] != neighbour else "Opened", key=f"nb_{h['id']}",
+                              on_click=pick_neighbour, args=(h["id"],), width="stretch",
+                              type="primary" if h["id"] == neighbour else "secondary")
+
+neighbour = ui.qp("neighbour")
+if neighbour is None:
+    if not present:
+        st.info("Open a neighbour to see why it matches.")
+    st.stop()
+if not ui.has_item(index, neighbour):
+    st.error(f"No image with id '{neighbour}' in index '{name}'.", icon=":material/error:")
+    st.stop()
+hit = next((h for h in hits if h["id"] == neighbour), None)
+pair_view(query, neighbour, hit)

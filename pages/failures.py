@@ -1,0 +1,91 @@
+"""Failures: the per-query retrieval metrics, worst first, and where labels get confused; a row opens in Explore."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages import _common as ui
+from simx.errors import SimxError
+
+st.title("Failures")
+name = ui.sidebar_index()
+if name is None:
+    st.stop()
+try:
+    index = ui.get_index(name)
+except Exception as exc:  # noqa: BLE001
+    ui.show_error(exc, f"Cannot open index '{name}'")
+    st.stop()
+ui.sidebar_status(index)
+
+k = st.sidebar.slider("k (neighbours evaluated)", 1, 50, int(ui.qp("k", "10")), key="fail_k",
+                      on_change=lambda: ui.set_qp(k=st.session_state["fail_k"]))
+try:
+    overall, per_label, per_query = ui.get_evaluation(name, k)
+except SimxError as exc:
+    st.info(f"No failure table for this index: {exc}", icon=":material/info:")
+    st.stop()
+
+c = st.columns(5)
+c[0].metric("queries", overall["n_queries"])
+c[1].metric("precision@1", f"{overall['precision@1']:.3f}")
+c[2].metric(f"precision@{k}", f"{overall['precision@k']:.3f}")
+c[3].metric(f"recall@{k}", f"{overall['recall@k']:.3f}")
+c[4].metric(f"mAP@{k}", f"{overall['mAP@k']:.3f}")
+
+# human verdicts per query, from the label store
+store = ui.label_store(name)
+bad_counts: dict[str, int] = {}
+for lab in store.list(index=name, verdict="bad"):
+    bad_counts[lab.query_id] = bad_counts.get(lab.query_id, 0) + 1
+
+f1, f2, f3 = st.columns([3, 2, 2])
+labels = sorted(per_query["label"].dropna().unique())
+chosen = f1.multiselect("Labels", labels, key="fail_labels", placeholder="all labels")
+max_ap = f2.slider("Show queries with AP at most", 0.0, 1.0, 1.0, 0.05, key="fail_ap")
+only_p1 = f3.toggle("Only wrong first neighbour", key="fail_p1")
+
+table = per_query.copy()
+if chosen:
+    table = table[table["label"].isin(chosen)]
+table = table[table["ap"] <= max_ap + 1e-9]
+if only_p1:
+    table = table[table["p1"] < 1]
+table = table.assign(bad_labels=[bad_counts.get(i, 0) for i in table["id"]],
+                     neighbours=[", ".join(list(n)[:5]) for n in table["neighbours"]])
+st.caption(f"{len(table)} of {len(per_query)} queries, worst average precision first. Click a row, then open it.")
+event = st.dataframe(
+    table, key="fail_table", on_select="rerun", selection_mode="single-row", hide_index=True,
+    column_config={
+        "ap": st.column_config.ProgressColumn("AP@k", min_value=0.0, max_value=1.0, format="%.3f"),
+        "p1": st.column_config.NumberColumn("P@1", format="%.0f"),
+        "pk": st.column_config.NumberColumn("P@k", format="%.3f"),
+        "rk": st.column_config.NumberColumn("R@k", format="%.3f"),
+        "n_relevant": st.column_config.NumberColumn("relevant"),
+        "bad_labels": st.column_config.NumberColumn("bad labels"),
+        "neighbours": st.column_config.TextColumn("first neighbours"),
+    },
+)
+rows = event.selection.rows if event is not None else []
+if rows:
+    qid = table.iloc[rows[0]]["id"]
+    st.markdown(f"Selected query: `{qid}`")
+    if st.button("Open in Explore", key="fail_open", type="primary", icon=":material/open_in_new:"):
+        st.switch_page("pages/explore.py", query_params=ui.carry_params(query=qid, neighbour=None, mode=None))
+
+st.subheader("Label confusion")
+st.caption("How often a query of one label (rows) retrieves a neighbour of another label (columns) in its top k; "
+           "the diagonal is correct retrieval.")
+from simx.report import label_confusion  # noqa: E402
+
+conf = label_confusion(per_query, {it.id: it.label for it in index.items}, normalise=True)
+if conf.empty:
+    st.info("Nothing to show.")
+else:
+    fig = go.Figure(go.Heatmap(z=conf.values, x=[str(c) for c in conf.columns], y=[str(r) for r in conf.index],
+                               colorscale="Reds", zmin=0, zmax=1,
+                               hovertemplate="query %{y}<br>neighbour %{x}<br>share %{z:.2f}<extra></extra>"))
+    fig.update_layout(height=max(320, 24 * len(conf) + 120), margin=dict(l=0, r=0, t=10, b=0),
+                      xaxis_title="neighbour label", yaxis_title="query label", yaxis_autorange="reversed")
+    st.plotly_chart(fig, key="fail_confusion")

@@ -1,0 +1,52 @@
+"""A tiny labelled index built once per test session from generated images (toy model: fast, CPU)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+APP = str(REPO / "app.py")
+TOY = "python:simx.models.toy:tiny_linear"
+LABELS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 220)}
+
+
+def make_gallery(folder: Path, per_label: int = 5, seed: int = 0) -> Path:
+    """Coloured squares on white, one sub-folder per colour (the label), with a description file each."""
+    rng = np.random.default_rng(seed)
+    for label, colour in LABELS.items():
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_label):
+            a = np.full((48, 48, 3), 255, np.uint8)
+            x, y = rng.integers(0, 24, 2)
+            a[y : y + 20, x : x + 20] = colour
+            a = (a.astype(int) + rng.integers(-25, 25, a.shape)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(a).save(folder / label / f"{label}{i}.png")
+            (folder / label / f"{label}{i}.txt").write_text(f"a {label} square number {i}\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def index_root(tmp_path_factory) -> Path:
+    from simx.index import build_index
+
+    base = tmp_path_factory.mktemp("simx_app")
+    gallery = make_gallery(base / "gallery")
+    root = base / "indexes"
+    build_index(gallery, "tiny", model=TOY, root=root, workers=0, progress=False)
+    return root
+
+
+@pytest.fixture()
+def indexes(index_root, tmp_path, monkeypatch) -> Path:
+    """A fresh copy of the tiny index root per test (labels and caches never leak between tests)."""
+    root = tmp_path / "indexes"
+    shutil.copytree(index_root, root)
+    monkeypatch.setenv("SIMX_INDEXES", str(root))
+    monkeypatch.delenv("SIMX_LABELS_URL", raising=False)
+    monkeypatch.setenv("SIMX_USER", "tester")
+    return root

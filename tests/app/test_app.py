@@ -1,0 +1,278 @@
+"""Streamlit AppTest of every page over a tiny generated index (toy model, CPU, seconds)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.app.conftest import APP
+
+AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
+
+QUERY, NEIGHBOUR = "red/red1.png", None  # the neighbour is read from the search results
+
+
+def nodes(at, typ: str) -> list:
+    out = []
+
+    def walk(node):
+        if getattr(node, "type", None) == typ:
+            out.append(node)
+        ch = getattr(node, "children", None)
+        if isinstance(ch, dict):
+            for c in ch.values():
+                walk(c)
+
+    walk(at._tree)
+    return out
+
+
+def image_captions(at) -> list[str]:
+    return [img.caption for n in nodes(at, "image") for img in n.proto.imgs]
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def run(at):
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def app(**params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at
+
+
+def first_neighbour(index_root_dir, query=QUERY) -> str:
+    from simx.index import open_index
+
+    return open_index("tiny", root=index_root_dir).search_id(query, 10)[0].id
+
+
+def store(root):
+    from simx.labels import open_labels
+
+    return open_labels("tiny", root=root)
+
+
+# ------------------------------------------------------------------------------------------------ Explore
+
+
+def test_index_loads_and_the_page_asks_for_a_query(indexes):
+    at = run(app())
+    assert at.query_params["index"] == "tiny"
+    assert at.sidebar.selectbox[0].value == "tiny"
+    assert "device **cpu**" in texts(at.sidebar.caption)
+    assert "Pick a query image" in texts(at.info)
+    assert not at.error
+
+
+def test_choose_query_and_neighbour_renders_maps(indexes):
+    at = run(app())
+    at.button(key=f"pick_{QUERY}").click()
+    run(at)
+    assert at.query_params["query"] == QUERY
+    nb_buttons = [b for b in at.button if b.key and b.key.startswith("nb_")]
+    assert len(nb_buttons) == 10  # the top-10 neighbours, each with an Open button
+    nid = nb_buttons[0].key[3:]
+    assert nid == first_neighbour(indexes)
+    nb_buttons[0].click()
+    run(at)
+    assert at.query_params["neighbour"] == nid
+    caps = image_captions(at)
+    assert "gradcam: query" in caps and "gradcam: neighbour" in caps
+    assert "similarity" in texts(at.markdown)
+    assert not at.error
+
+
+def test_several_methods_one_row_each_and_url_state_round_trips(indexes):
+    nid = first_neighbour(indexes)
+    at = run(app(index="tiny", query=QUERY, neighbour=nid, methods="searchcam,gradcam"))
+    assert at.multiselect(key="methods_pick").value == ["searchcam", "gradcam"]
+    caps = image_captions(at)
+    for m in ("searchcam", "gradcam"):
+        assert f"{m}: query" in caps and f"{m}: neighbour" in caps
+    at.multiselect(key="methods_pick").set_value(["sfam"])
+    run(at)
+    assert at.query_params["methods"] == "sfam"
+    assert "sfam: neighbour" in image_captions(at) and "gradcam: neighbour" not in image_captions(at)
+    # a fresh session from the same URL reopens the same view
+    again = run(app(**{k: at.query_params[k] for k in ("index", "query", "neighbour", "methods")}))
+    assert again.multiselect(key="methods_pick").value == ["sfam"]
+    assert "sfam: query" in image_captions(again)
+
+
+def test_labeling_writes_exactly_one_row(indexes):
+    nid = first_neighbour(indexes)
+    at = run(app(index="tiny", query=QUERY, neighbour=nid))
+    at.selectbox(key="label_reason").set_value("background_shortcut")
+    at.text_input(key="label_note").set_value("the white background")
+    at.button(key="label_bad").click()
+    run(at)
+    rows = store(indexes).list(index="tiny")
+    assert len(rows) == 1
+    r = rows[0]
+    assert (r.query_id, r.neighbour_id, r.verdict, r.reason, r.note, r.user) == (
+        QUERY, nid, "bad", "background_shortcut", "the white background", "tester")
+    assert r.rank == 1 and r.model == "python:simx.models.toy:tiny_linear"
+    assert "Saved: bad match" in texts(at.success)
+    # labelling the same pair again replaces the verdict: still one row
+    at.button(key="label_good").click()
+    run(at)
+    rows = store(indexes).list(index="tiny")
+    assert len(rows) == 1 and rows[0].verdict == "good" and rows[0].reason is None
+
+
+def test_joint_view_projects_a_query_point(indexes):
+    nid = first_neighbour(indexes)
+    at = run(app(index="tiny", query=QUERY, neighbour=nid))
+    assert at.selectbox(key="joint_method").value == "jointcam"
+    assert "Click a point" in texts(at.caption)
+    at.number_input(key="joint_x").set_value(20.0)
+    at.number_input(key="joint_y").set_value(30.0)
+    run(at)
+    assert "query point (20, 30)" in texts(at.caption)
+    assert len(nodes(at, "plotly_chart")) == 1
+
+
+def test_faithfulness_on_demand(indexes):
+    nid = first_neighbour(indexes)
+    at = run(app(index="tiny", query=QUERY, neighbour=nid, methods="searchcam"))
+    assert "insertion" not in texts(at.caption)
+    at.button(key=f"btn_faith_{QUERY}|{nid}_searchcam").click()
+    run(at)
+    cap = texts(at.caption)
+    assert "query: insertion" in cap and "neighbour: insertion" in cap and "deletion" in cap
+
+
+def test_upload_query_in_memory_and_bad_upload_message(indexes):
+    at = run(app(index="tiny"))
+    buf = io.BytesIO()
+    a = np.full((40, 40, 3), 255, np.uint8)
+    a[5:25, 5:25] = (220, 40, 40)
+    Image.fromarray(a).save(buf, format="PNG")
+    at.get("file_uploader")[0].set_value(("mine.png", buf.getvalue(), "image/png"))
+    run(at)
+    assert at.query_params["query"].startswith("upload:")
+    nb = [b for b in at.button if b.key and b.key.startswith("nb_")]
+    assert len(nb) == 10
+    assert not any(p.name == "mine.png" for p in indexes.rglob("*.png"))  # never written into the gallery
+    bad = run(app(index="tiny"))
+    bad.get("file_uploader")[0].set_value(("broken.png", b"this is not a png", "image/png"))
+    run(bad)
+    assert "Cannot use 'broken.png' as a query" in texts(bad.error)
+    assert "not a readable image" in texts(bad.error)
+    assert "query" not in bad.query_params
+
+
+def test_missing_index_and_unknown_query_are_messages(indexes):
+    at = run(app(index="nope"))
+    assert "No index named 'nope'" in texts(at.error)
+    at = run(app(index="tiny", query="no/such.png"))
+    assert "No image with id 'no/such.png'" in texts(at.error)
+
+
+def test_no_index_says_how_to_build_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMX_INDEXES", str(tmp_path / "empty"))
+    at = run(app())
+    info = texts(at.info)
+    assert "simx demo" in info and "simx index build" in info
+
+
+def test_broken_index_is_a_message(indexes):
+    (indexes / "tiny" / "embeddings.npy").unlink()
+    at = run(app(index="tiny"))
+    assert "incomplete" in texts(at.error) and "embeddings.npy" in texts(at.error)
+
+
+def test_presentation_mode_hides_the_controls(indexes):
+    nid = first_neighbour(indexes)
+    at = run(app(index="tiny", query=QUERY, neighbour=nid, present="1"))
+    keys = {b.key for b in at.button}
+    assert "label_bad" not in keys and "methods_pick" not in {m.key for m in at.multiselect}
+    assert not [b for b in at.button if b.key and b.key.startswith("pick_")]
+    assert "gradcam: neighbour" in image_captions(at)
+
+
+def test_review_queue_labels_worst_pairs_with_skip_and_back(indexes):
+    at = run(app(index="tiny", mode="review"))
+    assert at.button(key="rq_good").proto.shortcut.lower() in ("g", "key_g", "keyg") or at.button(key="rq_good")
+    at.button(key="rq_bad").click()
+    run(at)
+    s = store(indexes)
+    rows = s.list(index="tiny")
+    assert len(rows) == 1 and rows[0].verdict == "bad" and rows[0].reason == "other"
+    first = (rows[0].query_id, rows[0].neighbour_id)
+    at.button(key="rq_skip").click()
+    run(at)
+    assert s.count(index="tiny") == 1  # skip writes nothing
+    at.button(key="rq_good").click()
+    run(at)
+    rows = s.list(index="tiny")
+    assert len(rows) == 2 and {r.verdict for r in rows} == {"good", "bad"}
+    assert first in {(r.query_id, r.neighbour_id) for r in rows}
+    # back shows the previous pair again; relabelling it replaces, not adds
+    at.button(key="rq_back").click()
+    run(at)
+    at.button(key="rq_bad").click()
+    run(at)
+    rows = s.list(index="tiny")
+    assert len(rows) == 2 and all(r.verdict == "bad" for r in rows)
+
+
+# ------------------------------------------------------------------------------------------------ other pages
+
+
+def test_failures_page_table_confusion_and_open(indexes):
+    store(indexes).put("tiny", QUERY, "blue/blue0.png", "bad", user="ann")
+    at = run(app(index="tiny"))
+    at.switch_page("pages/failures.py")
+    run(at)
+    assert not at.error
+    df = at.dataframe[0].value
+    assert list(df["ap"]) == sorted(df["ap"])  # worst first
+    assert {"id", "label", "ap", "p1", "bad_labels"} <= set(df.columns) and len(df) == 15
+    assert dict(zip(df["id"], df["bad_labels"]))[QUERY] == 1
+    assert len(nodes(at, "plotly_chart")) == 1  # the confusion heat map
+    assert any(m.label == "precision@1" for m in at.metric)
+
+
+def test_embedding_map_page_projects_once(indexes):
+    at = run(app(index="tiny"))
+    at.switch_page("pages/embedding_map.py")
+    run(at)
+    assert not at.error
+    assert (indexes / "tiny" / "projection.parquet").is_file()
+    assert (indexes / "tiny" / "projection.json").is_file()
+    assert len(nodes(at, "plotly_chart")) == 1
+    assert "PCA projection" in texts(at.caption) or "UMAP projection" in texts(at.caption)
+
+
+def test_labels_page_filters_edits_deletes_and_exports(indexes):
+    s = store(indexes)
+    a = s.put("tiny", QUERY, "blue/blue0.png", "bad", reason="wrong_category", user="ann")
+    s.put("tiny", QUERY, "red/red2.png", "good", user="bob")
+    at = run(app(index="tiny"))
+    at.switch_page("pages/labels.py")
+    run(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["labels"] == "2" and metrics["good"] == "1" and metrics["bad"] == "1"
+    assert {d.key for d in at.get("download_button")} >= {"exp_csv", "exp_jsonl", "exp_triplets"}
+    at.multiselect(key="lab_verdict").set_value(["bad"])
+    run(at)
+    assert {m.label: m.value for m in at.metric}["labels"] == "1"
+    at.text_input(key=f"ln_{a.id}").set_value("edited note")
+    at.button(key=f"ls_{a.id}").click()
+    run(at)
+    assert s.get(a.id).note == "edited note"
+    at.button(key=f"ld_{a.id}").click()
+    run(at)
+    assert s.get(a.id) is None and s.count(index="tiny") == 1
