@@ -263,11 +263,24 @@ COMMANDS.extend([
 ])
 
 
+
+def _register_feature_commands() -> None:
+    """The commands other packages define (demo, explain, attributes), added after the index commands."""
+    from .attributes.cli import COMMAND as attributes_command
+    from .demo.build import COMMAND as demo_command
+    from .explain.cli import COMMAND as explain_command
+
+    for command in (demo_command, explain_command, attributes_command):
+        if all(c[0] != command[0] for c in COMMANDS):
+            COMMANDS.append(command)
+
+
 # ------------------------------------------------------------------------------------------ parser and main
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of every registered command (see :data:`COMMANDS`)."""
+    _register_feature_commands()
     parser = argparse.ArgumentParser(
         prog="simx",
         description="simx: a visual-search debugger. Build indexes of image galleries, search them, measure "
