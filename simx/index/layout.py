@@ -151,15 +151,52 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, f"cannot swap {a} and {b}: {os.strerror(err)}")
 
 
+#: Files an index build writes or derives from its own embeddings: never carried into a rebuilt folder.
+_OWN_RE = re.compile(r"^(meta\.json|index\.faiss|embeddings\.npy|manifest\.parquet|eval_k\d+_\w+\.parquet)$")
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def carry_over(old: Path, new: Path) -> list[str]:
+    """Bring into the rebuilt folder ``new`` everything other modules keep beside an index in ``old`` (the label
+    store ``labels.sqlite``, the stored projection, files users put there), so a rebuild never loses them.
+
+    Files are hard-linked (copied across file systems), so both folders show the same data until the swap and a
+    process with one of them open keeps writing to the surviving copy. Not carried: the index's own files, its
+    evaluation caches (they describe the old vectors) and half-written temp files. Returns the names carried.
+    """
+    carried: list[str] = []
+    if not old.is_dir():
+        return carried
+    for entry in sorted(old.iterdir()):
+        if _OWN_RE.match(entry.name) or ".tmp-" in entry.name or (new / entry.name).exists():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=_link_or_copy)
+        elif entry.is_symlink():
+            os.symlink(os.readlink(entry), new / entry.name)
+        else:
+            _link_or_copy(str(entry), str(new / entry.name))
+        carried.append(entry.name)
+    return carried
+
+
 def publish(tmp: Path, final: Path) -> None:
     """Make the complete folder ``tmp`` visible as ``final``, replacing any previous index there.
 
-    The previous folder passes through ``.NAME.old-<pid>-<ns>`` and is deleted at the end.
+    Files other modules keep beside the previous index are carried over first (:func:`carry_over`). The previous
+    folder passes through ``.NAME.old-<pid>-<ns>`` and is deleted at the end.
     """
     old = final.parent / f".{final.name}.old-{os.getpid()}-{time.time_ns()}"
     if not final.exists():
         os.rename(tmp, final)
         return
+    carry_over(final, tmp)
     if _exchange(tmp, final):
         os.rename(tmp, old)  # tmp now holds the previous index
     else:
