@@ -5,7 +5,8 @@ the features are the ones the similarity model itself computes, so they can be c
 
     H_a = conv3x3(standardise(F(x)))_a          (A maps, padding 1, no bias: the attribute activation map, AAM)
     score_a = GAP(H_a) + b_a                     c_a = sigmoid(score_a)   (confidence, methods.md 4.4 step 2)
-    P_a = softmax over the h*w positions of H_a  (what saliency maps are matched against, methods.md 4.3/4.4)
+    P_a = softmax over the h*w positions of z(H_a)  (what saliency maps are matched against, 4.3/4.4; see
+                                                     :func:`match_scores` for the z-scoring)
 
 ``standardise`` subtracts the per-channel training mean and divides by the standard deviation (kept in the
 weights file) so that one learning rate suits any backbone; ``b_a`` is a per-attribute score offset outside the
@@ -78,12 +79,21 @@ def spatial_softmax(maps: torch.Tensor, standardise: bool = False, temperature: 
 
 
 def match_scores(aams: torch.Tensor, saliency: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """m_a = 1 - || P_a - softmax(z(S)) ||_2 for every AAM against every saliency map (methods.md 4.4 step 2,
-    the same measure as L_heat in 4.3). ``aams`` (..., A, h, w), ``saliency`` (..., R, h, w) at the same
-    resolution -> (..., R, A)."""
-    p = spatial_softmax(aams)
+    """Saliency matching m_a of every AAM against every saliency map (methods.md 4.4 step 2; L_heat, 4.3):
+
+        P_a = softmax(z(H_a) / T),  G = softmax(z(S) / T)  over the h*w positions,
+        m_a = 1 - || P_a - G ||_2 / (|| P_a ||_2 + || G ||_2)
+
+    Two stated changes to SANE's 1 - ||P_a - G||_2 [D]: both maps are z-scored before the softmax (raw RISE
+    values make G flat, the 4.4 pitfall, and an AAM's scale would otherwise decide its peakiness), and the distance
+    is divided by ||P_a|| + ||G|| (its bound), so m lies in [0, 1] whatever the grid: at SANE's 4x4 the raw form
+    is spread out, at 7x7-16x16 every distance shrinks towards ||G|| and m would barely separate attributes.
+    ``aams`` (..., A, h, w), ``saliency`` (..., R, h, w) at the same resolution -> (..., R, A)."""
+    p = spatial_softmax(aams, standardise=True, temperature=temperature)
     g = spatial_softmax(saliency, standardise=True, temperature=temperature)
-    return 1.0 - torch.cdist(g, p)
+    dist = torch.cdist(g, p)
+    bound = g.norm(dim=-1).unsqueeze(-1) + p.norm(dim=-1).unsqueeze(-2)
+    return 1.0 - dist / bound.clamp_min(1e-12)
 
 
 def resize_maps(maps: torch.Tensor | np.ndarray, size: tuple[int, int]) -> torch.Tensor:

@@ -17,12 +17,14 @@ Pipeline (:func:`train_predictor`; :func:`train_for_index` wires it to an index 
 
        L = L_cls + heat_weight * L_heat
        L_cls  = BCEWithLogits(score, y, pos_weight = n_neg / n_pos per attribute)     (class-balanced)
-       L_heat = mean over valid maps j of (1 - max_{a in G(x)} [1 - || P_a - softmax(z(S_j)) ||_2])
+       L_heat = mean over valid maps j of (1 - max_{a in G(x)} m_a(S_j))
+       m_a(S) = 1 - || P_a - G ||_2 / (|| P_a ||_2 + || G ||_2),  P_a = softmax(z(H_a)), G = softmax(z(S))
 
    L_cls replaces SANE's SmoothL1 on an attribute softmax so that c_a = sigmoid(score_a), the confidence SANE's
    ranking uses (4.4 notes the mismatch), is what is trained; the max in L_heat runs over the ground-truth
-   attributes only (-inf mask, the exact form 4.3 recommends), and S_j is z-scored before the softmax (the
-   flat-softmax pitfall of 4.4). Adam, lr ``lr * lr_decay^epoch`` (SANE: 5e-4, 0.985), best epoch by
+   attributes only (-inf mask, the exact form 4.3 recommends); both maps are z-scored before the softmax (the
+   flat-softmax pitfall of 4.4) and the distance is normalised by its bound (see
+   :func:`simx.attributes.predictor.match_scores`), the same measure the ranking uses. Adam, lr ``lr * lr_decay^epoch`` (SANE: 5e-4, 0.985), best epoch by
    validation mAP.
 4. **Metrics** (methods.md 7.3): mAP = mean over attributes with at least one positive test image of
    sklearn's average_precision_score; the chance level (mean prevalence) is recorded beside it. Per-attribute
@@ -47,8 +49,8 @@ import torch.nn.functional as F
 from ..data import Item, file_fingerprint, load_image
 from ..errors import ImageLoadError, SimxError
 from ..models import SimModel
-from .predictor import (AttributeHead, AttributePredictor, PredictorError, _json_default, model_record, resize_maps,
-                        spatial_softmax)
+from .predictor import (AttributeHead, AttributePredictor, PredictorError, _json_default, match_scores, model_record,
+                        resize_maps)
 from .vocab import EmptyVocabularyError, Vocabulary, vocabulary_from_items
 
 #: Version of the feature / saliency cache files.
@@ -218,7 +220,7 @@ def compute_features(model: SimModel, items: Sequence[Item], cache_dir: str | os
 def nearest_references(embeddings: np.ndarray, rows: Sequence[int], k: int, allowed: np.ndarray | None = None,
                        metric: str = "cosine") -> list[list[int]]:
     """The ``k`` most similar gallery rows of each row in ``rows`` (itself excluded; only ``allowed`` rows)."""
-    e = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+    e = torch.from_numpy(np.array(embeddings, dtype=np.float32))
     if metric == "cosine":
         e = F.normalize(e, dim=1)
     q = e[list(rows)]
@@ -360,13 +362,12 @@ def f1_thresholds(targets: np.ndarray, probs: np.ndarray, default: float = 0.5) 
 
 def heat_loss(maps: torch.Tensor, saliency: torch.Tensor, valid: torch.Tensor, targets: torch.Tensor,
               temperature: float = 1.0) -> torch.Tensor:
-    """L_heat (methods.md 4.3): mean over valid maps j of 1 - max_{a in G} (1 - ||P_a - G_j||_2).
+    """L_heat (methods.md 4.3): mean over valid maps j of 1 - max_{a in G(x)} m_a(S_j), with the matching m of
+    :func:`~simx.attributes.predictor.match_scores` (the measure the ranking uses, 4.4).
 
     ``maps`` (B, A, h, w) AAMs, ``saliency`` (B, R, h, w), ``valid`` (B, R) bool, ``targets`` (B, A) 0/1.
     The max runs over ground-truth attributes only (-inf mask); rows without any ground truth are ignored."""
-    p = spatial_softmax(maps)  # (B, A, n)
-    g = spatial_softmax(saliency, standardise=True, temperature=temperature)  # (B, R, n)
-    match = 1.0 - torch.cdist(g, p)  # (B, R, A)
+    match = match_scores(maps, saliency, temperature)  # (B, R, A)
     gt = targets.bool().unsqueeze(1).expand_as(match)
     best = match.masked_fill(~gt, -float("inf")).amax(dim=-1)  # (B, R)
     ok = valid & targets.bool().any(dim=1, keepdim=True) & torch.isfinite(best)
@@ -465,6 +466,8 @@ def train_predictor(model: SimModel, items: Sequence[Item], out_dir: str | os.Pa
                                           cfg.max_pos_weight)).float()
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: cfg.lr_decay**e)
+    # small galleries: at least ~8 optimiser steps per epoch
+    batch = int(min(cfg.batch_size, max(16, -(-len(tr) // 8))))
     feats_tr = torch.from_numpy(np.asarray(feats[tr], dtype=np.float16))
     y_tr = torch.from_numpy(y[tr])
     best_map, best_state, best_epoch = -1.0, copy.deepcopy(head.state_dict()), -1
@@ -475,8 +478,8 @@ def train_predictor(model: SimModel, items: Sequence[Item], out_dir: str | os.Pa
         order = torch.from_numpy(rng.permutation(len(tr)))
         tot_cls = tot_heat = 0.0
         nb = 0
-        for s in range(0, len(tr), cfg.batch_size):
-            b = order[s : s + cfg.batch_size]
+        for s in range(0, len(tr), batch):
+            b = order[s : s + batch]
             f = feats_tr[b].float()
             maps, scores = head(f)
             loss_cls = F.binary_cross_entropy_with_logits(scores, y_tr[b], pos_weight=pos_weight)
@@ -526,7 +529,7 @@ def train_predictor(model: SimModel, items: Sequence[Item], out_dir: str | os.Pa
                                                          torch.from_numpy(y[hr]), cfg.temperature))
     seconds = time.perf_counter() - t0
     metrics["seconds"] = round(seconds, 2)
-    training = {**asdict(cfg), "heat": bool(len(heat_rows)), "saliency_info": sal_info,
+    training = {**asdict(cfg), "heat": bool(len(heat_rows)), "saliency_info": sal_info, "effective_batch_size": batch,
                 "split": {"train": int((split == "train").sum()), "val": int((split == "val").sum()),
                           "test": int((split == "test").sum())}, "feature_hw": list(hw),
                 "n_images": len(items)}

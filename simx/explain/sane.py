@@ -13,14 +13,17 @@ For a pair (x, y) with x the explained image (the query on the query side, neigh
 4. Three scores per candidate (methods.md 4.4):
 
        confidence  c_a
-       matching    m_a = 1 - || P_a - softmax(z(S_x resized to h x w) / temperature) ||_2
+       matching    m_a = 1 - || P_a - G ||_2 / (|| P_a ||_2 + || G ||_2),  P_a = softmax(z(H_a) / temperature),
+                   G = softmax(z(S_x resized to h x w) / temperature)
        removal     R_a = s(x, y) - s(x with the top ``removal_fraction`` of the upsampled H_a set to the
                    ``baseline``, y)
 
    and the ranking score ``(1 - removal_weight) * (attr_weight * c_a + (1 - attr_weight) * m_a)
    + removal_weight * R_a / max_b R_b`` (R clipped at 0; ``removal_weight = 0`` is exactly 4.4 step 3).
    ``rank_by`` = ``"confidence"``, ``"matching"`` or ``"removal"`` ranks by one term alone (the rankers of 7.4).
-   S_x is z-scored before the softmax because raw RISE values make it nearly flat (the 4.4 pitfall).
+   Both maps are z-scored before the softmax because raw RISE values make it nearly flat (the 4.4 pitfall), and
+   the distance is divided by its bound so that m spans [0, 1] on any grid
+   (:func:`simx.attributes.predictor.match_scores`, the measure L_heat trains).
 
 Returns the best attribute's AAM per pair as ``query_feature_maps`` / ``neighbour_feature_maps`` (zeros where a
 pair shares nothing) and, in ``extras``: ``shared`` (K lists), ``message`` (one string, empty when every pair
