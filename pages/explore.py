@@ -265,8 +265,7 @@ def joint_figure(view: dict, point, box, alpha: float, lines: int) -> go.Figure:
         fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color="yellow", width=3))
     fig.update_xaxes(visible=False, range=[-2, 2 * w + gap + 2], constrain="domain")
     fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
-    fig.update_layout(margin=dict(l=0, r=0, t=10, b=0), height=420, showlegend=False, dragmode="select",
-                      clickmode="event+select")
+    fig.update_layout(margin=dict(l=0, r=0, t=10, b=0), height=420, showlegend=False)
     return fig
 
 
@@ -340,7 +339,8 @@ def joint_panel(query: str, neighbour: str, alpha: float) -> None:
         ui.show_error(exc, "joint view")
         return
     st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("points", "box"),
-                    config={"displayModeBar": False, "scrollZoom": False})
+                    config={"scrollZoom": False, "modeBarButtonsToRemove": ["zoom2d", "pan2d", "zoomIn2d", "zoomOut2d",
+                                                                            "autoScale2d", "toImage"]})
     if point is not None:
         st.caption(f"Heat map on the neighbour: how much each of its parts interacts with the query point "
                    f"({point[0]:.0f}, {point[1]:.0f}) under {method}. Click another cell, or drag a box.")
@@ -375,7 +375,7 @@ def label_panel(query: str, neighbour: str, rank: int | None, score: float | Non
         st.markdown("**Label this pair**" + (f"  \ncurrent: {ui.verdict_badge(current.verdict)} "
                                              f"{REASONS.get(current.reason or '', '')} {current.note}"
                                              if current else ""))
-        c1, c2, c3, c4 = st.columns([1, 1, 2, 3], vertical_alignment="bottom")
+        c1, c2, c3, c4 = st.columns([1.4, 1.4, 2, 3], vertical_alignment="bottom")
         c1.button("Good match", icon=":material/thumb_up:", key="label_good", on_click=save_label,
                   args=(query, neighbour, "good", rank, score), type="primary")
         c2.button("Bad match", icon=":material/thumb_down:", key="label_bad", on_click=save_label,

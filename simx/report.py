@@ -86,8 +86,10 @@ def data_uri(image: np.ndarray | Image.Image) -> str:
 
 def thumbnail(image: Image.Image, size: int = 160) -> np.ndarray:
     """A square-padded thumbnail (white background) of a PIL image, uint8 (size, size, 3)."""
-    img = image.convert("RGB").copy()
-    img.thumbnail((size, size))
+    img = image.convert("RGB")
+    scale = size / max(img.width, img.height)
+    resample = Image.NEAREST if scale >= 2 else Image.LANCZOS  # small pictures stay crisp when enlarged
+    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), resample)
     canvas = Image.new("RGB", (size, size), (255, 255, 255))
     canvas.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
     return np.asarray(canvas)

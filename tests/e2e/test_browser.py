@@ -1,0 +1,173 @@
+"""End to end in a real browser: Debian's Chromium driven by Playwright against ``streamlit run app.py``.
+
+open -> pick a query -> open a neighbour -> saliency maps -> click a point in the joint view -> bad match ->
+the database row -> export CSV. Screenshots go to docs/img/ (explore.png, pair.png, joint.png, labels.png).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.app.conftest import TOY, make_gallery
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = REPO / "docs" / "img"
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install "
+                                                                     "chromium): no browser to drive")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(root: Path, port: int, user: str = "e2e") -> subprocess.Popen:
+    env = {**os.environ, "SIMX_INDEXES": str(root), "SIMX_USER": user, "PYTHONUNBUFFERED": "1"}
+    env.pop("SIMX_LABELS_URL", None)
+    log = open(root.parent / f"streamlit-{port}.log", "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
+         "--server.address", "localhost", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}; see {log.name}")
+        try:
+            with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("streamlit did not become healthy in 90 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from simx.index import build_index
+
+    base = tmp_path_factory.mktemp("e2e")
+    root = base / "indexes"
+    build_index(make_gallery(base / "gallery", per_label=6), "tiny", model=TOY, root=root, workers=0, progress=False)
+    port = free_port()
+    proc = start_server(root, port)
+    try:
+        yield {"url": f"http://localhost:{port}", "root": root, "proc": proc}
+    finally:
+        stop_server(proc)
+    assert proc.poll() is not None  # the server is gone
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def click_joint_point(page, index: int) -> None:
+    """Click the ``index``-th query-cell marker of the joint view's plotly chart."""
+    chart = page.locator("[data-testid='stPlotlyChart']").last
+    chart.scroll_into_view_if_needed()
+    points = chart.locator(".scatterlayer .trace").nth(0).locator("path.point")
+    points.nth(index).wait_for(state="attached", timeout=30_000)
+    box = points.nth(index).bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+
+def test_browser_walkthrough(server, browser):
+    from simx.labels import open_labels
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+    page.set_default_timeout(60_000)
+    # open
+    page.goto(server["url"] + "/?index=tiny")
+    page.get_by_text("Pick a query image").wait_for()
+    # pick a query from the gallery grid
+    page.locator("[class*='st-key-pick_red'] button").first.click()
+    page.get_by_text("Top 10 neighbours").wait_for()
+    page.wait_for_function("() => new URL(location.href).searchParams.get('query') !== null")
+    query = page.evaluate("() => new URL(location.href).searchParams.get('query')")
+    assert query.startswith("red/")
+    page.screenshot(path=str(SHOTS / "explore.png"))
+    # open the first neighbour
+    page.locator("[class*='st-key-nb_'] button").first.click()
+    page.get_by_text("Why do these match?").wait_for()
+    page.wait_for_function("() => new URL(location.href).searchParams.get('neighbour') !== null")
+    neighbour = page.evaluate("() => new URL(location.href).searchParams.get('neighbour')")
+    # wait for the saliency maps
+    maps = page.locator("[data-testid='stImage']").filter(has_text="gradcam: neighbour")
+    maps.first.wait_for(state="visible")
+    img = maps.first.locator("img")
+    img.wait_for(state="visible")
+    page.wait_for_function("(el) => el.complete && el.naturalWidth > 0", arg=img.element_handle())
+    maps.first.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "pair.png"))
+    # click a point in the joint view: the projected heat map appears
+    page.get_by_text("Click a point (or drag a box)").wait_for()
+    click_joint_point(page, 100)
+    caption = page.get_by_text("Heat map on the neighbour")
+    caption.wait_for(state="visible")
+    assert "query point (" in caption.inner_text()
+    page.locator("[data-testid='stPlotlyChart']").last.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "joint.png"))
+    # mark the pair as a bad match (reason: the default, background shortcut)
+    page.locator(".st-key-label_bad button").click()
+    page.get_by_text("Saved: bad match").wait_for()
+    rows = open_labels("tiny", root=server["root"]).list(index="tiny")
+    assert len(rows) == 1
+    assert (rows[0].query_id, rows[0].neighbour_id, rows[0].verdict, rows[0].reason, rows[0].user) == (
+        query, neighbour, "bad", "background_shortcut", "e2e")
+    # the view is a link: a new page from the URL reopens the same pair
+    other = browser.new_page(viewport={"width": 1400, "height": 1100})
+    other.set_default_timeout(60_000)
+    other.goto(page.url)
+    other.locator("[data-testid='stImage']").filter(has_text="gradcam: neighbour").first.wait_for()
+    assert other.locator("[class*='st-key-nb_'] button").first.inner_text().strip() == "Opened"
+    other.close()
+    # export CSV from the Labels page
+    page.get_by_role("link", name="Labels").click()
+    page.get_by_text("Export CSV").wait_for()
+    with page.expect_download() as dl:
+        page.locator(".st-key-exp_csv button").click()
+    text = Path(dl.value.path()).read_text(encoding="utf-8")
+    got = list(csv.DictReader(io.StringIO(text)))
+    assert len(got) == 1 and got[0]["verdict"] == "bad" and got[0]["query_id"] == query
+    assert got[0]["neighbour_id"] == neighbour and got[0]["reason"] == "background_shortcut"
+    page.screenshot(path=str(SHOTS / "labels.png"))
+    for name in ("explore", "pair", "joint", "labels"):
+        assert (SHOTS / f"{name}.png").stat().st_size > 10_000
+    page.close()
