@@ -13,7 +13,7 @@ The on-disk format is described in ``docs/index-format.md`` and :mod:`simx.index
 
 from .build import DEFAULT_FACTORY, BuildResult, build_index
 from .embed import DEFAULT_BATCH_SIZE, embed_batch, embed_paths, model_kwargs
-from .evaluate import EvalResult, evaluate
+from .evaluation import EvalResult, evaluate
 from .layout import FORMAT_VERSION, ROOT_ENV, index_root
 from .search import Hit, Index, list_indexes, model_differences, open_index
 
