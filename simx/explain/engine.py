@@ -10,6 +10,7 @@ matrix product (methods.md 1, rule 3), bilinear upsampling, baselines, and count
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import time
 from collections import OrderedDict
@@ -125,24 +126,34 @@ class PairContext:
 
     # -- unperturbed features and embeddings (cached) -----------------------------------------------------------
     def _features_embeddings(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if which not in self._unperturbed:
-            x = self.query if which == "query" else self.neighbours
-            feats, embs = [], []
-            for i in range(x.shape[0]):
-                key = FEATURE_CACHE.key(self.model, x[i])
-                hit = FEATURE_CACHE.get(key)
-                if hit is None:
-                    with torch.inference_mode():
-                        f = self.model.features(x[i : i + 1]) if self.model.has_features else None
-                        e = self.model.head(f) if f is not None else self.model.embed(x[i : i + 1])
-                    self.cost.forward += 1
-                    hit = (f.float().clone() if f is not None else None, e.float().clone())
-                    FEATURE_CACHE.put(key, hit)
-                feats.append(hit[0])
-                embs.append(hit[1])
-            f = torch.cat(feats) if feats[0] is not None else None
-            self._unperturbed[which] = (f, torch.cat(embs))
-        return self._unperturbed[which]
+        """Unperturbed (features, embeddings) of the query (``which="query"``) or the neighbours.
+
+        The first call computes the query and all neighbours not already in the cache in ONE batched forward
+        (the floor of the gradient methods), then serves both sides from it.
+        """
+        if not self._unperturbed:
+            x = torch.cat([self.query, self.neighbours])
+            keys = [FEATURE_CACHE.key(self.model, x[i]) for i in range(x.shape[0])]
+            found = [FEATURE_CACHE.get(key) for key in keys]
+            todo = [i for i, hit in enumerate(found) if hit is None]
+            for start in range(0, len(todo), self.batch_size):
+                chunk = todo[start : start + self.batch_size]
+                xb = x[chunk]
+                if self.device.type == "cpu":
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode():
+                    f = self.model.features(xb) if self.model.has_features else None
+                    e = self.model.head(f) if f is not None else self.model.embed(xb)
+                self.cost.forward += len(chunk)
+                for j, i in enumerate(chunk):
+                    found[i] = (f[j : j + 1].float().contiguous().clone() if f is not None else None,
+                                e[j : j + 1].float().clone())
+                    FEATURE_CACHE.put(keys[i], found[i])
+            feats = torch.cat([hit[0] for hit in found]) if self.model.has_features else None
+            embs = torch.cat([hit[1] for hit in found])
+            self._unperturbed["query"] = (None if feats is None else feats[:1], embs[:1])
+            self._unperturbed["neighbours"] = (None if feats is None else feats[1:], embs[1:])
+        return self._unperturbed["query" if which == "query" else "neighbours"]
 
     @property
     def query_features(self) -> torch.Tensor:
@@ -307,6 +318,13 @@ def explain(model: SimModel, query: Any, neighbours: Sequence[Any] | Any, method
     ctx = PairContext(model, query, neighbours, seed=seed, batch_size=batch_size)
     if spec.needs_features:
         ctx._require_features()
+    accepted = inspect.signature(spec.fn).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            known = [n for n in accepted if n not in ("ctx", "side")]
+            raise ExplainError(f"method {method!r} has no parameter {', '.join(unknown)}; its parameters: "
+                               f"{', '.join(known) or 'none'}")
     t0 = time.perf_counter()
     out: MethodOutput = spec.fn(ctx, side, **params)
     sims = ctx.similarities().detach().cpu().numpy().astype(np.float32)

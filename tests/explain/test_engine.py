@@ -1,0 +1,45 @@
+"""The shared engine: one batched forward for the unperturbed images, caching across calls, parameter checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from simx.errors import ExplainError
+from simx.explain import FEATURE_CACHE, explain
+from simx.models.toy import tiny_linear
+
+
+def _images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_unperturbed_images_go_forward_in_one_batch_and_are_cached():
+    FEATURE_CACHE.clear()
+    model = tiny_linear()
+    calls = []
+    original = model.features
+
+    def counting(x):
+        calls.append(x.shape[0])
+        return original(x)
+
+    model.features = counting
+    q, *nbs = _images(9)
+    first = explain(model, q, nbs, method="searchcam")
+    assert calls == [9] and first.cost.forward == 9
+    again = explain(model, q, nbs, method="gradcam")
+    assert calls == [9] and again.cost.forward == 0  # served from the cache
+    np.testing.assert_allclose(first.similarities, again.similarities)
+
+
+def test_unknown_parameter_is_a_clear_error():
+    q, n = _images(2)
+    with pytest.raises(ExplainError, match="no parameter n_smaples"):
+        explain(tiny_linear(), q, [n], method="gradcam", n_smaples=10)
+    with pytest.raises(ExplainError, match="unknown method"):
+        explain(tiny_linear(), q, [n], method="gradkam")
+    with pytest.raises(ExplainError, match="side must be"):
+        explain(tiny_linear(), q, [n], method="gradcam", side="left")
