@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -156,6 +157,14 @@ def thumb(path: str, size: int = 128) -> np.ndarray | None:
         return None
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def image_uri(key: str, _image: np.ndarray) -> str:
+    """A PNG data URI of an image that does not change under ``key`` (the joint view's query picture)."""
+    from simx.report import data_uri
+
+    return data_uri(_image)
+
+
 def upload_key(data: bytes) -> str:
     return UPLOAD_PREFIX + hashlib.sha1(data).hexdigest()[:16]
 
@@ -203,6 +212,12 @@ def get_neighbours(name: str, query: str, k: int) -> list[dict]:
     return neighbours(str(index_root()), name, index_stamp(name), query, int(k), _data=uploaded_bytes(query))
 
 
+#: One explanation at a time per process: the model's passes would only contend for the same cores, and the
+#: feature prefetch below must not interleave with a user's request.
+_EXPLAIN_LOCK = threading.Lock()
+_PREFETCHED: set[tuple] = set()
+
+
 def _explain_view(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str,
                   data: bytes | None, faithfulness: bool = False):
     from simx.data import load_image
@@ -212,10 +227,39 @@ def _explain_view(root: str, name: str, stamp: str, query: str, neighbour: str, 
     index = _open_index(root, name, stamp)
     qimg = load_image(data) if query.startswith(UPLOAD_PREFIX) else load_image(index.item(query).path)
     nimg = load_image(index.item(neighbour).path)
-    exp = explain(index.model, qimg, [nimg], method=method, side="both", seed=0, **json.loads(params_json))
-    if faithfulness:
-        return exp.faithfulness()
+    with _EXPLAIN_LOCK:
+        exp = explain(index.model, qimg, [nimg], method=method, side="both", seed=0, **json.loads(params_json))
+        if faithfulness:
+            return exp.faithfulness()
     return pair_view_dict(exp, 0)
+
+
+def prefetch_features(index, query: str, neighbour_ids: Sequence[str]) -> None:
+    """Warm simx's feature cache for the query and its shown neighbours in a background thread (once per query),
+    one neighbour at a time, so that opening a pair only pays for the method's own passes. Best effort: any
+    failure just leaves the cache cold."""
+    key = (str(index.path), index_stamp(index.name), query)
+    if key in _PREFETCHED or os.environ.get("SIMX_NO_PREFETCH"):
+        return
+    _PREFETCHED.add(key)
+    data = uploaded_bytes(query)
+
+    def work() -> None:
+        from simx.data import load_image
+        from simx.explain import PairContext
+
+        try:
+            qimg = load_image(data) if query.startswith(UPLOAD_PREFIX) else load_image(index.item(query).path)
+            for nid in neighbour_ids:
+                nimg = load_image(index.item(nid).path)
+                with _EXPLAIN_LOCK:  # the unperturbed features/embeddings of both images land in the engine cache
+                    ctx = PairContext(index.model, qimg, [nimg])
+                    ctx.query_embedding  # noqa: B018
+                    ctx.neighbour_embeddings  # noqa: B018
+        except Exception:  # noqa: BLE001 - a cold cache is the only consequence
+            return
+
+    threading.Thread(target=work, name="simx-prefetch", daemon=True).start()
 
 
 @st.cache_data(show_spinner=False, max_entries=512)

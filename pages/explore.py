@@ -53,6 +53,7 @@ if present:
 
 def pick_query(item_id: str) -> None:
     ui.set_qp(query=item_id, neighbour=None)
+    st.session_state["fold_picker"] = True  # fold the gallery away once a query is chosen
     st.session_state.pop("review_override", None)
 
 
@@ -243,8 +244,10 @@ def joint_figure(view: dict, point, box, alpha: float, lines: int) -> go.Figure:
         proj = jv.project_region(exp, box)
     shown = report.overlay(nimg, proj.map, max(alpha, 0.75)) if proj is not None else nimg
     fig = go.Figure()
-    fig.add_trace(go.Image(z=qimg, x0=0, y0=0, hoverinfo="skip", name="query"))
-    fig.add_trace(go.Image(z=shown, x0=w + gap, y0=0, hoverinfo="skip", name="neighbour"))
+    # images travel as PNG data URIs (a z array would be sent as JSON numbers, ~50x larger)
+    fig.add_trace(go.Image(source=ui.image_uri(f"{view['method']}|{view['similarity']}|query", qimg), x0=0, y0=0,
+                           hoverinfo="skip", name="query"))
+    fig.add_trace(go.Image(source=report.data_uri(shown), x0=w + gap, y0=0, hoverinfo="skip", name="neighbour"))
     centres = jv.cell_centres(exp.query_cells)
     n = len(centres)
     fig.add_trace(go.Scatter(x=centres[:, 0], y=centres[:, 1], mode="markers", name="query cells",
@@ -548,8 +551,12 @@ if mode == "Review queue":
 
 query = ui.qp("query")
 if not present:
-    with st.expander("Choose a query", expanded=query is None):
-        query_picker()
+    if st.session_state.pop("fold_picker", False):
+        st.session_state["picker"] = False
+    picker = st.expander("Choose a query", expanded=query is None, key="picker", on_change="rerun")
+    if picker.open:  # the gallery grid is only built while the expander is open
+        with picker:
+            query_picker()
 if query is None:
     st.info("Pick a query image above: from the gallery, at random, the next failure, or upload one.")
     st.stop()
@@ -608,6 +615,7 @@ with nc:
                               on_click=pick_neighbour, args=(h["id"],), width="stretch",
                               type="primary" if h["id"] == neighbour else "secondary")
 
+ui.prefetch_features(index, query, [h["id"] for h in hits])
 neighbour = ui.qp("neighbour")
 if neighbour is None:
     if not present:

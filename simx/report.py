@@ -76,7 +76,7 @@ def png_bytes(image: np.ndarray | Image.Image) -> bytes:
     """Encode an RGB array or PIL image as PNG."""
     img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
+    img.save(buf, format="PNG", compress_level=1)  # fast: these are small pictures, made per interaction
     return buf.getvalue()
 
 
