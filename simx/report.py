@@ -152,6 +152,7 @@ def as_explanation(view: Mapping[str, Any] | Any) -> Any:
         query_image=view["query_image"], neighbour_images=one(view["neighbour_image"]),
         joint=view.get("joint"), query_cells=view.get("query_cells"), neighbour_cells=view.get("neighbour_cells"),
         params=view.get("params", {}), extras=view.get("extras", {}), k=1, scores={},
+        cost=SimpleNamespace(**{"forward": 0, "backward": 0, "seconds": 0.0, **(view.get("cost") or {})}),
         query_feature_maps=None, neighbour_feature_maps=None,
     )
 
@@ -219,9 +220,21 @@ def pair_png(views: Sequence[Mapping[str, Any] | Any], title: str = "", alpha: f
         except Exception:  # noqa: BLE001 - fall back to the figure drawn here
             parts = []
         if parts:
+            head = title + (f"   |   label: {label.get('verdict', '')}" + (f" ({label['reason']})"
+                                                                         if label.get("reason") else "")
+                            if label else "")
+            band = 28 if head else 0
             width = max(p.width for p in parts)
-            canvas = Image.new("RGB", (width, sum(p.height for p in parts)), (255, 255, 255))
-            y = 0
+            canvas = Image.new("RGB", (width, band + sum(p.height for p in parts)), (255, 255, 255))
+            if head:
+                from PIL import ImageDraw, ImageFont
+
+                try:
+                    font = ImageFont.load_default(size=15)
+                except TypeError:  # older Pillow without sized default fonts
+                    font = ImageFont.load_default()
+                ImageDraw.Draw(canvas).text((10, 6), head, fill=(20, 20, 20), font=font)
+            y = band
             for p in parts:
                 canvas.paste(p, (0, y))
                 y += p.height

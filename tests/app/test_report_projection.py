@@ -1,0 +1,103 @@
+"""The backend pieces the dashboard draws with: simx.report (overlays, PNG, HTML, confusion) and simx.projection."""
+
+from __future__ import annotations
+
+import io
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from simx import projection as proj
+from simx import report
+from simx.data import Item
+
+
+def fake_index(tmp_path, emb: np.ndarray):
+    items = [Item(id=f"i{i}", path=f"/x/{i}.png", label="ab"[i % 2]) for i in range(len(emb))]
+    return SimpleNamespace(path=tmp_path, ids=[it.id for it in items], items=items, embeddings=emb, metric="cosine")
+
+
+def test_pca_preserves_a_planar_cloud():
+    rng = np.random.default_rng(0)
+    plane = rng.normal(size=(50, 2)) * [5.0, 1.0]
+    basis = np.linalg.qr(rng.normal(size=(10, 2)))[0]  # orthonormal 10x2
+    x = plane @ basis.T + 3.0
+    y = proj.pca_2d(x)
+    d = lambda a: np.linalg.norm(a[:, None] - a[None], axis=-1)  # noqa: E731
+    assert np.allclose(d(y), d(plane), atol=1e-4)
+    assert np.allclose(proj.pca_2d(x), y)  # deterministic signs
+
+
+def test_projection_is_computed_once_and_refreshed_when_embeddings_change(tmp_path, monkeypatch):
+    monkeypatch.setattr(proj, "umap_available", lambda: False)
+    rng = np.random.default_rng(1)
+    idx = fake_index(tmp_path, rng.normal(size=(30, 8)).astype(np.float32))
+    df = proj.projection(idx)
+    assert list(df.columns) == ["id", "label", "x", "y"] and list(df["id"]) == idx.ids
+    assert df.attrs["method"] == "pca"
+    stored = tmp_path / proj.PROJECTION_FILE
+    first_mtime = stored.stat().st_mtime_ns
+    again = proj.projection(idx)
+    assert stored.stat().st_mtime_ns == first_mtime  # read back, not recomputed
+    assert np.allclose(again[["x", "y"]].values, df[["x", "y"]].values)
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # atomic writes leave no temp file
+    idx.embeddings = rng.normal(size=(30, 8)).astype(np.float32)  # a rebuilt index
+    changed = proj.projection(idx)
+    assert not np.allclose(changed[["x", "y"]].values, df[["x", "y"]].values)
+
+
+def test_overlay_blends_by_magnitude_with_a_symmetric_colormap():
+    img = np.full((8, 8, 3), 128, np.uint8)
+    heat = np.zeros((8, 8), np.float32)
+    heat[0, 0], heat[7, 7] = 2.0, -2.0
+    assert np.array_equal(report.overlay(img, heat, alpha=0.0), img)
+    out = report.overlay(img, heat, alpha=1.0)
+    assert np.array_equal(out[4, 4], img[4, 4])  # zero keeps the picture
+    assert out[0, 0, 0] > out[0, 0, 2] and out[7, 7, 2] > out[7, 7, 0]  # positive red, negative blue
+    small = report.overlay(np.zeros((16, 16, 3), np.uint8), np.ones((4, 4)), alpha=0.5)
+    assert small.shape == (16, 16, 3)  # feature-resolution maps are resized
+
+
+def view(method="gradcam", sim=0.75):
+    rng = np.random.default_rng(0)
+    return {"method": method, "similarity": sim, "query_map": rng.normal(size=(16, 16)),
+            "neighbour_map": rng.normal(size=(16, 16)), "query_image": np.zeros((16, 16, 3), np.uint8),
+            "neighbour_image": np.full((16, 16, 3), 255, np.uint8), "joint": None, "query_cells": None,
+            "neighbour_cells": None, "params": {}, "extras": {}, "cost": {}}
+
+
+def test_pair_png_is_a_picture_with_one_row_per_method():
+    one = Image.open(io.BytesIO(report.pair_png([view()])))
+    two = Image.open(io.BytesIO(report.pair_png([view(), view("searchcam", 0.5)])))
+    assert one.format == "PNG" and two.height > one.height * 1.4
+
+
+def test_html_report_is_self_contained_and_escaped():
+    q = Item(id="q<script>", path="/g/q.png", label="cats & dogs", attributes=["fur"])
+    n = Item(id="n1", path="/g/n1.png", label="dogs")
+    html = report.pair_report_html([view(), view("searchcam", 0.5)], q, n, index_name="demo", model_spec="default",
+                                   rank=3, score=0.75, label={"verdict": "bad", "reason": "wrong_category",
+                                                              "note": "<b>no</b>", "user": "ann"},
+                                   faithfulness={"gradcam": {"query": {"insertion_mean": 0.8, "deletion_mean": 0.1}}},
+                                   sane={"attributes": [("fur", 0.9)], "map": np.ones((16, 16)),
+                                         "image": np.zeros((16, 16, 3), np.uint8)})
+    assert "<script>" not in html and "q&lt;script&gt;" in html and "&lt;b&gt;no&lt;/b&gt;" in html
+    srcs = re.findall(r"src='([^']*)'", html)
+    assert len(srcs) == 2 * 4 + 1 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "http://" not in html and "https://" not in html
+    assert "0.7500" in html and "wrong_category" in html and "query.insertion_mean" in html and "fur" in html
+
+
+def test_label_confusion_rows_are_shares():
+    per_query = pd.DataFrame({"label": ["a", "a", "b"], "neighbours": [["x", "y"], ["x", "z"], ["y", "w"]]})
+    labels = {"x": "a", "y": "b", "z": "a", "w": None}
+    conf = report.label_confusion(per_query, labels, normalise=True)
+    assert conf.loc["a", "a"] == pytest.approx(0.75) and conf.loc["a", "b"] == pytest.approx(0.25)
+    assert conf.loc["b", "(none)"] == pytest.approx(0.5)
+    assert np.allclose(conf.sum(axis=1), 1.0)
+    raw = report.label_confusion(per_query, labels, normalise=False)
+    assert raw.values.sum() == 6
