@@ -21,6 +21,7 @@ For a pair (x, y) with x the explained image (the query on the query side, neigh
    and the ranking score ``(1 - removal_weight) * (attr_weight * c_a + (1 - attr_weight) * m_a)
    + removal_weight * R_a / max_b R_b`` (R clipped at 0; ``removal_weight = 0`` is exactly 4.4 step 3).
    ``rank_by`` = ``"confidence"``, ``"matching"`` or ``"removal"`` ranks by one term alone (the rankers of 7.4).
+   ``removal=False`` skips the removal forwards (its scores are then 0).
    Both maps are z-scored before the softmax because raw RISE values make it nearly flat (the 4.4 pitfall), and
    the distance is divided by its bound so that m spans [0, 1] on any grid
    (:func:`simx.attributes.predictor.match_scores`, the measure L_heat trains).
@@ -30,7 +31,8 @@ pair shares nothing) and, in ``extras``: ``shared`` (K lists), ``message`` (one 
 shares an attribute) and ``messages`` (K), ``query_ranking`` / ``neighbour_ranking`` (K ranked lists of dicts with
 attribute, confidence, confidence_other, matching, removal, removal_norm, score), ``query_best`` /
 ``neighbour_best`` (K names or None), ``query_saliency`` / ``neighbour_saliency`` (K, H, W: the maps matched
-against), ``attributes`` (the predictor's description). Cost: the saliency method's cost, one attribute-head
+against), ``attributes`` (the predictor's description). ``saliency_maps={"query": (K, H, W), "neighbour": ...}``
+supplies maps already computed (e.g. the RISE maps the user is looking at) instead of running ``saliency``. Cost: the saliency method's cost, one attribute-head
 pass per image and one forward per (pair, candidate) for removal.
 """
 
@@ -152,13 +154,16 @@ def attribute(ctx: PairContext, side: str, predictor: Any = None, saliency: str 
               removal_fraction: float = 0.15, baseline: str | float = "mean", candidates: str = "shared",
               min_confidence: float | None = None, query_attributes: Sequence[str] | None = None,
               neighbour_attributes: Any = None, max_candidates: int | None = 25, temperature: float = 1.0,
-              rank_by: str = "combined") -> MethodOutput:
+              rank_by: str = "combined", saliency_maps: dict[str, np.ndarray] | None = None,
+              removal: bool = True) -> MethodOutput:
     if not 0.0 <= attr_weight <= 1.0 or not 0.0 <= removal_weight <= 1.0:
         raise ExplainError("sane: attr_weight and removal_weight must lie in [0, 1]")
     if not 0.0 < removal_fraction < 1.0:
         raise ExplainError("sane: removal_fraction must lie strictly between 0 and 1")
     if rank_by not in RANKERS:
         raise ExplainError(f"sane: rank_by must be one of {', '.join(RANKERS)}, got {rank_by!r}")
+    if not removal and (rank_by == "removal" or removal_weight > 0):
+        raise ExplainError("sane: removal=False cannot rank by removal or give it a weight")
     if candidates not in CANDIDATES:
         raise ExplainError(f"sane: candidates must be one of {', '.join(CANDIDATES)}, got {candidates!r}")
     src = resolve_attributes(ctx.model, predictor, min_confidence)
@@ -180,14 +185,32 @@ def attribute(ctx: PairContext, side: str, predictor: Any = None, saliency: str 
     shared_mask = [pres_q & pres_n[j] for j in range(k)]
 
     do_q, do_n = side in ("query", "both"), side in ("neighbour", "both")
-    exp = _saliency(ctx, saliency, side, n_samples, dict(saliency_params or {}))
+    given = dict(saliency_maps or {})
+    for key in given:
+        if key not in ("query", "neighbour"):
+            raise ExplainError(f"sane: saliency_maps keys are 'query' and 'neighbour', got {key!r}")
+        arr = np.asarray(given[key], dtype=np.float32)
+        if arr.ndim != 3 or arr.shape[0] != k:
+            raise ExplainError(f"sane: saliency_maps[{key!r}] must be ({k}, H, W) or ({k}, h, w), got {arr.shape}")
+        given[key] = arr if tuple(arr.shape[-2:]) == ctx.size else ctx.upsample(arr)
+    if (not do_q or "query" in given) and (not do_n or "neighbour" in given):
+        sal_params: dict[str, Any] = {"given": True}
+        s_q_given, s_n_given = given.get("query"), given.get("neighbour")
+    else:
+        exp = _saliency(ctx, saliency, side, n_samples, dict(saliency_params or {}))
+        sal_params = {**exp.params}
+        s_q_given = given.get("query", exp.query_maps if exp.query_maps is not None
+                              else (None if exp.query_feature_maps is None else ctx.upsample(exp.query_feature_maps)))
+        s_n_given = given.get("neighbour", exp.neighbour_maps if exp.neighbour_maps is not None
+                              else (None if exp.neighbour_feature_maps is None
+                                    else ctx.upsample(exp.neighbour_feature_maps)))
     hw = tuple(maps_q.shape[-2:])
     sims = ctx.similarities().float().cpu().numpy()
-    out = MethodOutput(params={"saliency": saliency, "saliency_params": {**exp.params}, "attr_weight": attr_weight,
+    out = MethodOutput(params={"saliency": saliency, "saliency_params": sal_params, "attr_weight": attr_weight,
                                "removal_weight": removal_weight, "removal_fraction": removal_fraction,
                                "baseline": baseline, "candidates": candidates, "rank_by": rank_by,
                                "min_confidence": min_confidence, "max_candidates": max_candidates,
-                               "temperature": temperature})
+                               "temperature": temperature, "removal": removal})
 
     def candidate_set(j: int, explained_conf: np.ndarray, explained_present: np.ndarray) -> np.ndarray:
         if candidates == "shared":
@@ -217,16 +240,16 @@ def attribute(ctx: PairContext, side: str, predictor: Any = None, saliency: str 
 
     # ---- query side: x = query, y = neighbour j ---------------------------------------------------------------
     if do_q:
-        s_q = np.asarray(exp.query_maps if exp.query_maps is not None else ctx.upsample(exp.query_feature_maps))
+        s_q = np.asarray(s_q_given, dtype=np.float32)
         m_q = match_scores(maps_q[0].cpu(), resize_maps(s_q, hw), temperature).numpy()  # (K, A)
         cands = [candidate_set(j, cq, pres_q) for j in range(k)]
         union = np.unique(np.concatenate(cands)) if any(len(c) for c in cands) else np.zeros(0, np.int64)
-        removal = np.zeros((k, len(vocab)), np.float32)
-        if len(union):
+        drops = np.zeros((k, len(vocab)), np.float32)
+        if len(union) and removal:
             keep = _removal_masks(ctx, maps_q[0][torch.as_tensor(union)], removal_fraction)
             s_rem = ctx.query_mask_scores(keep, baseline).float().cpu().numpy()  # (|U|, K)
-            removal[:, union] = (sims[None, :] - s_rem).T
-        rankings = [_rank(names, cands[j], cq, cn[j], m_q[j], removal[j], attr_weight, removal_weight, rank_by)
+            drops[:, union] = (sims[None, :] - s_rem).T
+        rankings = [_rank(names, cands[j], cq, cn[j], m_q[j], drops[j], attr_weight, removal_weight, rank_by)
                     for j in range(k)]
         best = [r[0]["attribute"] if r else None for r in rankings]
         fmaps = np.zeros((k, *hw), np.float32)
@@ -238,20 +261,19 @@ def attribute(ctx: PairContext, side: str, predictor: Any = None, saliency: str 
 
     # ---- neighbour side: x = neighbour j, y = query -----------------------------------------------------------
     if do_n:
-        s_n = np.asarray(exp.neighbour_maps if exp.neighbour_maps is not None
-                         else ctx.upsample(exp.neighbour_feature_maps))
+        s_n = np.asarray(s_n_given, dtype=np.float32)
         rankings, best = [], []
         fmaps = np.zeros((k, *hw), np.float32)
         for j in range(k):
             m_n = match_scores(maps_n[j].cpu(), resize_maps(s_n[j : j + 1], hw), temperature).numpy()[0]
             cand = candidate_set(j, cn[j], pres_n[j])
-            removal = np.zeros(len(vocab), np.float32)
-            if len(cand):
+            drop = np.zeros(len(vocab), np.float32)
+            if len(cand) and removal:
                 keep = _removal_masks(ctx, maps_n[j][torch.as_tensor(cand)], removal_fraction)
                 emb = ctx.embed_masked(ctx.neighbours[j], keep, baseline)
                 s_rem = ctx.model.similarity(emb, ctx.query_embedding)[:, 0].float().cpu().numpy()
-                removal[cand] = sims[j] - s_rem
-            r = _rank(names, cand, cn[j], cq, m_n, removal, attr_weight, removal_weight, rank_by)
+                drop[cand] = sims[j] - s_rem
+            r = _rank(names, cand, cn[j], cq, m_n, drop, attr_weight, removal_weight, rank_by)
             rankings.append(r)
             best.append(r[0]["attribute"] if r else None)
             if r:

@@ -9,7 +9,7 @@ import torch
 
 from simx.attributes import AttributeHead, AttributePredictor, Vocabulary, model_record
 from simx.errors import ExplainError
-from simx.explain import METHODS, REGISTRY, explain
+from simx.explain import FEATURE_CACHE, METHODS, REGISTRY, explain
 from simx.models.toy import tiny_gap
 
 from .conftest import colour_model, scene
@@ -170,3 +170,31 @@ def test_default_model_falls_back_to_imagenet_classes_with_cams():
     assert best is not None and best.startswith("animals")
     assert "ImageNet" in exp.extras["attributes"] and exp.extras["vocabulary_size"] > 1000
     assert exp.query_feature_maps.shape[-2:] == (7, 7)
+
+
+def test_given_saliency_maps_replace_the_saliency_method():
+    model = colour_model()
+    pred = planted_predictor(model)
+    args = (model, scene(QUERY, 1), [scene(NEIGHBOUR, 2)])
+    first = explain(*args, method="sane", predictor=pred, n_samples=200, side="query", seed=2)
+    again = explain(*args, method="sane", predictor=pred, side="query",
+                    saliency_maps={"query": first.extras["query_saliency"]})
+    assert again.extras["query_ranking"] == first.extras["query_ranking"]
+    assert again.params["saliency_params"] == {"given": True}
+    assert again.cost.forward < 200 <= first.cost.forward
+    with pytest.raises(ExplainError, match="saliency_maps"):
+        explain(*args, method="sane", predictor=pred, side="query", saliency_maps={"query": np.zeros((2, 64, 64))})
+
+
+def test_removal_can_be_skipped_to_save_forwards():
+    model = colour_model()
+    pred = planted_predictor(model)
+    args = (model, scene(QUERY, 1), [scene(NEIGHBOUR, 2)])
+    full = explain(*args, method="sane", predictor=pred, saliency="searchcam", side="query")
+    FEATURE_CACHE.clear()
+    cheap = explain(*args, method="sane", predictor=pred, saliency="searchcam", side="query", removal=False)
+    assert cheap.cost.forward == full.cost.forward - len(full.extras["query_ranking"][0])
+    assert all(r["removal"] == 0.0 for r in cheap.extras["query_ranking"][0])
+    assert cheap.extras["query_best"] == ["colour:red"]
+    with pytest.raises(ExplainError, match="removal=False"):
+        explain(*args, method="sane", predictor=pred, saliency="searchcam", removal=False, rank_by="removal")
