@@ -99,7 +99,7 @@ def open_first_neighbour(page, base_url: str, query: str, method: str, think: fl
     the neighbour grid before the click (the dashboard warms the feature cache meanwhile)."""
     page.goto(f"{base_url}&query={quote(query, safe='')}&methods={method}")
     page.get_by_text("Top 10 neighbours").wait_for()
-    button = page.locator("[class*='st-key-nb_'] button").first
+    button = page.locator("[class*='st-key-nb_'] button:visible").first
     button.wait_for()
     if think:
         page.wait_for_timeout(think * 1000)

@@ -287,10 +287,11 @@ def joint_panel(query: str, neighbour: str, alpha: float) -> None:
     if present:
         method = default
     else:
-        method = c1.selectbox("Joint method", joint_methods, index=joint_methods.index(default), key="joint_method",
-                              format_func=lambda m: f"{m}: {ui.methods().get(m, '')[:70]}")
-        if method != wanted:
-            ui.set_qp(joint=method)
+        if st.session_state.get("joint_method") != default:
+            st.session_state["joint_method"] = default
+        method = c1.selectbox("Joint method", joint_methods, key="joint_method",
+                              format_func=lambda m: f"{m}: {ui.methods().get(m, '')[:70]}",
+                              on_change=lambda: ui.set_qp(joint=st.session_state["joint_method"]))
     lines = 0 if present else c2.slider("Correspondence lines", 0, 30, 12, key="joint_lines")
     if present:
         lines = 12

@@ -117,14 +117,14 @@ def test_browser_walkthrough(server, browser):
     page.goto(server["url"] + "/?index=tiny")
     page.get_by_text("Pick a query image").wait_for()
     # pick a query from the gallery grid
-    page.locator("[class*='st-key-pick_red'] button").first.click()
+    page.locator("[class*='st-key-pick_red'] button:visible").first.click()
     page.get_by_text("Top 10 neighbours").wait_for()
     page.wait_for_function("() => new URL(location.href).searchParams.get('query') !== null")
     query = page.evaluate("() => new URL(location.href).searchParams.get('query')")
     assert query.startswith("red/")
     page.screenshot(path=str(SHOTS / "explore.png"))
     # open the first neighbour
-    page.locator("[class*='st-key-nb_'] button").first.click()
+    page.locator("[class*='st-key-nb_'] button:visible").first.click()
     page.get_by_text("Why do these match?").wait_for()
     page.wait_for_function("() => new URL(location.href).searchParams.get('neighbour') !== null")
     neighbour = page.evaluate("() => new URL(location.href).searchParams.get('neighbour')")
@@ -151,12 +151,26 @@ def test_browser_walkthrough(server, browser):
     assert len(rows) == 1
     assert (rows[0].query_id, rows[0].neighbour_id, rows[0].verdict, rows[0].reason, rows[0].user) == (
         query, neighbour, "bad", "background_shortcut", "e2e")
+    # stakeholder downloads: a PNG figure and a self-contained HTML report
+    with page.expect_download() as dl:
+        page.locator(".st-key-dl_png button").click()
+    assert Path(dl.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with page.expect_download() as dl:
+        page.locator(".st-key-dl_html button").click()
+    html = Path(dl.value.path()).read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") >= 4 and neighbour in html and "bad" in html
+    # the back button returns to the query without the pair, forward reopens the pair
+    page.go_back()
+    page.get_by_text("Open a neighbour to see why it matches.").wait_for()
+    assert "neighbour=" not in page.url and "query=" in page.url
+    page.go_forward()
+    page.locator("[data-testid='stImage']").filter(has_text="gradcam: neighbour").first.wait_for()
     # the view is a link: a new page from the URL reopens the same pair
     other = browser.new_page(viewport={"width": 1400, "height": 1100})
     other.set_default_timeout(60_000)
     other.goto(page.url)
     other.locator("[data-testid='stImage']").filter(has_text="gradcam: neighbour").first.wait_for()
-    assert other.locator("[class*='st-key-nb_'] button").first.inner_text().strip() == "Opened"
+    assert other.locator("[class*='st-key-nb_'] button:visible").first.inner_text().strip() == "Opened"
     other.close()
     # export CSV from the Labels page
     page.get_by_role("link", name="Labels").click()
