@@ -60,7 +60,7 @@ def attribute(ctx: PairContext, side: str, n_samples: int = 2000, s: int = 8, p:
     denom = torch.where(cover > 0, cover, torch.ones_like(cover))
     out = MethodOutput(params={"n_samples": int(n_samples), "s": int(s), "p": float(p),
                                "baseline": baseline if not isinstance(baseline, torch.Tensor) else "tensor",
-                               "normalisation": "coverage"})
+                               "normalisation": "coverage", "score": f"similarity ({ctx.model.metric})"})
     out.extras["mask_coverage"] = (cover / len(masks)).reshape(h, w).float().cpu().numpy()
     if do_q:
         out.query_maps = (acc_q / denom).reshape(k, h, w).float().cpu().numpy()
