@@ -304,7 +304,7 @@ def get_evaluation(name: str, k: int = 10):
     return _evaluation(str(index_root()), name, index_stamp(name), int(k))
 
 
-@st.cache_data(show_spinner="Projecting the embeddings to 2-D (once per index)...", max_entries=8)
+@st.cache_resource(show_spinner="Projecting the embeddings to 2-D (once per index)...", max_entries=8)
 def _projection(root: str, name: str, stamp: str):
     from simx.projection import projection
 

@@ -37,13 +37,15 @@ else:
     df["group"] = df["label"]
 
 st.caption(f"{len(df)} images, {method.upper()} projection (computed once, stored beside the index). Click a point "
-           "to make it the query; lasso or box to see thumbnails.")
+           "to make it the query; pick the lasso or box tool in the chart's toolbar to see thumbnails.")
 fig = go.Figure()
+trace = go.Scatter if len(df) <= 5000 else go.Scattergl  # SVG points are crisp and clickable; WebGL for big maps
 for group, part in df.groupby("group", sort=True):
-    fig.add_trace(go.Scattergl(x=part["x"], y=part["y"], mode="markers", name=str(group),
+    fig.add_trace(trace(x=part["x"], y=part["y"], mode="markers", name=str(group),
                                customdata=part[["id", "label"]].values, marker=dict(size=7, opacity=0.8),
                                hovertemplate="%{customdata[0]}<br>%{customdata[1]}<extra></extra>"))
-fig.update_layout(height=620, margin=dict(l=0, r=0, t=10, b=0), dragmode="lasso",
+# no dragmode here: Streamlit then keeps point clicks as selections; lasso and box are in the chart's toolbar
+fig.update_layout(height=620, margin=dict(l=0, r=0, t=10, b=0),
                   legend=dict(itemsizing="constant"), xaxis=dict(visible=False), yaxis=dict(visible=False))
 event = st.plotly_chart(fig, key="embedding_map", on_select="rerun", selection_mode=("points", "box", "lasso"))
 

@@ -520,8 +520,8 @@ def review_queue() -> None:
         if view is not None:
             st.metric("similarity", f"{view['similarity']:.4f}")
         st.markdown(ui.badge(qi.label == ni.label if qi.label and ni.label else None))
-        st.segmented_control("Reason for bad", list(REASONS), format_func=REASONS.get, key="review_reason",
-                             default="other")
+        st.selectbox("Reason for bad", list(REASONS), format_func=REASONS.get, key="review_reason",
+                     index=list(REASONS).index("other"))
         b1, b2 = st.columns(2)
         b1.button("Good", key="rq_good", shortcut="G", on_click=review_act, args=("good", current),
                   type="primary", width="stretch")

@@ -276,3 +276,17 @@ def test_labels_page_filters_edits_deletes_and_exports(indexes):
     at.button(key=f"ld_{a.id}").click()
     run(at)
     assert s.get(a.id) is None and s.count(index="tiny") == 1
+
+
+def test_failures_row_opens_in_explore(indexes):
+    at = run(app(index="tiny"))
+    at.switch_page("pages/failures.py")
+    run(at)
+    worst = at.dataframe[0].value.iloc[0]["id"]
+    at.session_state["fail_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    run(at)
+    assert f"Selected query: `{worst}`" in texts(at.markdown)
+    at.button(key="fail_open").click()
+    run(at)
+    assert at.query_params["query"] == worst and at.query_params["index"] == "tiny"
+    assert "Top 10 neighbours" in texts(at.markdown)

@@ -182,6 +182,36 @@ def test_browser_walkthrough(server, browser):
     assert len(got) == 1 and got[0]["verdict"] == "bad" and got[0]["query_id"] == query
     assert got[0]["neighbour_id"] == neighbour and got[0]["reason"] == "background_shortcut"
     page.screenshot(path=str(SHOTS / "labels.png"))
-    for name in ("explore", "pair", "joint", "labels"):
+    # embedding map: clicking a point makes it the query
+    page.get_by_role("link", name="Embedding map").click()
+    chart = page.locator("[data-testid='stPlotlyChart']").first
+    chart.wait_for()
+    point = chart.locator(".scatterlayer .trace").first.locator("path.point").nth(2)
+    point.wait_for(state="visible")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SHOTS / "embedding_map.png"))
+    box = point.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.get_by_text("Top 10 neighbours").wait_for()
+    picked = page.evaluate("() => new URL(location.href).searchParams.get('query')")
+    from simx.index import open_index
+
+    assert picked in open_index("tiny", root=server["root"]).ids  # the clicked gallery item is the query now
+    assert open_labels("tiny", root=server["root"]).count(index="tiny") == 1
+    # review queue with the keyboard: G labels the shown pair good, S skips, B labels bad
+    page.goto(server["url"] + "/?index=tiny&mode=review")
+    page.locator(".st-key-rq_good button").wait_for()
+    store = open_labels("tiny", root=server["root"])
+    before = store.count(index="tiny")
+    page.keyboard.press("g")
+    page.wait_for_function(
+        "() => document.body.innerText.includes('" + str(before + 1) + " of ')", timeout=30_000)
+    assert store.count(index="tiny", verdict="good") == 1 and store.count(index="tiny") == before + 1
+    page.keyboard.press("b")
+    page.wait_for_function(
+        "() => document.body.innerText.includes('" + str(before + 2) + " of ')", timeout=30_000)
+    assert store.count(index="tiny", verdict="bad") == 2
+    page.screenshot(path=str(SHOTS / "review.png"))
+    for name in ("explore", "pair", "joint", "labels", "embedding_map", "review"):
         assert (SHOTS / f"{name}.png").stat().st_size > 10_000
     page.close()
