@@ -163,3 +163,26 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert c["user"] == {f"user{t}": 500 for t in range(8)}
     assert len(store.labelled_pairs("idx")) == 4000
     assert len(store.history(index="idx")) == 4000
+
+
+def test_labels_survive_an_index_rebuild(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from simx.index import build_index
+
+    monkeypatch.delenv("SIMX_LABELS_URL", raising=False)
+    gallery = tmp_path / "g" / "a"
+    gallery.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((16, 16, 3), 60 * i, np.uint8)).save(gallery / f"{i}.png")
+    root = tmp_path / "indexes"
+    spec = "python:simx.models.toy:tiny_linear"
+    build_index(tmp_path / "g", "t", model=spec, root=root, workers=0, progress=False)
+    store = open_labels("t", root=root)
+    store.put("t", "a/0.png", "a/1.png", "bad", reason="other", user="ann")
+    build_index(tmp_path / "g", "t", model=spec, root=root, workers=0, progress=False)  # replaces the folder
+    store.put("t", "a/0.png", "a/2.png", "good", user="ann")  # the open store keeps working
+    again = LabelStore(default_url("t", root))
+    assert {(lab.neighbour_id, lab.verdict) for lab in again.list(index="t")} == {("a/1.png", "bad"),
+                                                                                  ("a/2.png", "good")}

@@ -290,3 +290,15 @@ def test_failures_row_opens_in_explore(indexes):
     run(at)
     assert at.query_params["query"] == worst and at.query_params["index"] == "tiny"
     assert "Top 10 neighbours" in texts(at.markdown)
+
+
+def test_model_mismatch_is_a_message(indexes):
+    import json
+
+    meta_path = indexes / "tiny" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["model"]["spec"] = "python:simx.models.toy:tiny_gap"  # 16-d embeddings, the index holds 12-d ones
+    meta_path.write_text(json.dumps(meta))
+    at = run(app(index="tiny"))
+    err = texts(at.error)
+    assert "Cannot open index 'tiny'" in err and "different model" in err
