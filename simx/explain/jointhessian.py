@@ -128,10 +128,14 @@ def _closed(ctx: PairContext, metric: str, fixed_norms: bool):
     elif fixed_norms:
         joint = torch.einsum("di,kdj->kij", px, py) / (u.norm(dim=1) * v.norm(dim=1)).view(-1, 1, 1)
     else:
+        # [(I - u^u^T) P_x]^T [(I - v^v^T) P_y] = P_x^T P_y minus three rank-one terms (no (K, D, n) temporaries)
         uh, vh = u / u.norm(dim=1, keepdim=True), v / v.norm(dim=1, keepdim=True)
-        qx = px.unsqueeze(0) - uh.unsqueeze(2) * torch.einsum("kd,di->ki", uh, px).unsqueeze(1)  # (I - u^u^T) W F(x)/n
-        qy = py - vh.unsqueeze(2) * torch.einsum("kd,kdj->kj", vh, py).unsqueeze(1)
-        joint = torch.einsum("kdi,kdj->kij", qx, qy) / (u.norm(dim=1) * v.norm(dim=1)).view(-1, 1, 1)
+        xu, xv = uh @ px, vh @ px  # (K, n_x): u^.P_x[:, i], v^.P_x[:, i]
+        yu, yv = torch.einsum("kd,kdj->kj", uh, py), torch.einsum("kd,kdj->kj", vh, py)  # (K, n_y)
+        uv = (uh * vh).sum(1).view(-1, 1, 1)
+        joint = (torch.einsum("di,kdj->kij", px, py) - xv.unsqueeze(2) * yv.unsqueeze(1)
+                 - xu.unsqueeze(2) * yu.unsqueeze(1) + uv * xu.unsqueeze(2) * yv.unsqueeze(1))
+        joint = joint / (u.norm(dim=1) * v.norm(dim=1)).view(-1, 1, 1)
     gu, gv = metric_gradients(metric, u, v, fixed_norms)
     qmap = torch.einsum("kd,di->ki", gu, px)
     nmap = torch.einsum("kd,kdj->kj", gv, py)

@@ -111,6 +111,7 @@ def test_purely_pairwise_game_gives_the_pair_weights():
     n = 9
     v, c, a, w = pairwise_game(n, 3)
     for name, (phi0, phi, pairs) in {"exact": exact_indices(v, n), "kernel": kernel_indices(v, n, 200, seed=1),
+                                     "kernel iid": kernel_indices(v, n, 200, seed=1, sizes="iid"),
                                      "sampling": sampling_indices(v, n, 200, seed=1),
                                      "product": product_game_indices(v, 4, 5, 14, 24, seed=1)}.items():
         assert phi0 == pytest.approx(c), name
@@ -144,21 +145,23 @@ def test_kernel_with_all_coalitions_equals_exact(n):
 
 
 def test_kernel_and_sampling_converge_with_budget():
-    """Mean squared error of the pair indices over 6 random MLP games x seeds falls with the budget, and the
-    kernel estimator beats Monte-Carlo at equal evaluations (6.4's check; 7.6 in small)."""
-    n = 10
+    """Mean squared error of the pair indices over 6 random MLP games (n = 11) x seeds falls with the budget for both size
+    designs of the kernel estimator and for Monte-Carlo; the kernel estimator beats Monte-Carlo at equal
+    evaluations, and the stratified design beats i.i.d. sizes (6.4's check; 7.6 in small)."""
+    n = 11
     iu = np.triu_indices(n, 1)
-    budgets = [120, 240, 480, 960]
-    kern, mc = np.zeros(len(budgets)), np.zeros(len(budgets))
+    budgets = [sampling_evaluations(n, 12 + 220 * s)[1] for s in (1, 2, 4, 8)]  # 232 .. 1772 < 2^11
+    err = {"stratified": np.zeros(len(budgets)), "iid": np.zeros(len(budgets)), "mc": np.zeros(len(budgets))}
     for g in range(6):
         v = mlp_game(n, 100 + g)
         exact = exact_indices(v, n)[2][iu]
         for b, budget in enumerate(budgets):
-            kern[b] += ((kernel_indices(v, n, budget, seed=g)[2][iu] - exact) ** 2).mean()
-            mc[b] += ((sampling_indices(v, n, budget * 3, seed=g)[2][iu] - exact) ** 2).mean()
-    assert np.all(np.diff(kern) < 0) and kern[-1] < kern[0] / 8
-    assert np.all(np.diff(mc) < 0) and mc[-1] < mc[0] / 4
-    assert kern[1] < mc[1]  # kernel at 240 evaluations beats Monte-Carlo at 720
+            for sizes in ("stratified", "iid"):
+                err[sizes][b] += ((kernel_indices(v, n, budget, seed=g, sizes=sizes)[2][iu] - exact) ** 2).mean()
+            err["mc"][b] += ((sampling_indices(v, n, budget, seed=g)[2][iu] - exact) ** 2).mean()
+    for name, e in err.items():
+        assert np.all(np.diff(e) < 0) and e[-1] < e[0] / 4, (name, e)
+    assert np.all(err["iid"] < err["mc"]) and np.all(err["stratified"] < err["iid"]), err
 
 
 def test_sampling_estimator_is_unbiased_and_counts_evaluations():
