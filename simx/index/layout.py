@@ -14,7 +14,8 @@ On Linux the publication is one ``renameat2(RENAME_EXCHANGE)`` system call that 
 always sees either the complete old index or the complete new one; elsewhere it is two renames (old aside to
 ``.NAME.old-*``, new into place) and :func:`recover` puts the old one back if a crash fell between them. The old
 folder is deleted afterwards. Hidden folders are never listed as indexes; :func:`clean_stale` deletes temp folders
-whose build process is gone.
+whose build process is gone. Files other modules keep beside an index (``labels.sqlite``, the stored projection)
+are hard-linked into the new folder before the swap (:func:`carry_over`), so a rebuild never loses them.
 """
 
 from __future__ import annotations
