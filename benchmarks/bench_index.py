@@ -326,6 +326,7 @@ def bench_ivf(factory: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, a
     rows: list[dict[str, Any]] = []
     ivf = faiss.index_factory(D, factory, faiss.METRIC_INNER_PRODUCT)
     ivf_part = faiss.extract_index_ivf(ivf)
+    faiss.downcast_index(ivf).do_polysemous_training = False  # as simx builds do (simx.index.build)
     pq = faiss.downcast_index(ivf).pq
     nlist, train_n = ivf_part.nlist, min(n, 39 * ivf_part.nlist)
     xt = xb[:train_n]

@@ -137,10 +137,10 @@ def default_search_params(factory: str) -> str:
     return ",".join(params)
 
 
-def _quiet_small_training(index, n: int) -> None:
-    """Lower FAISS's per-centroid training minimum when the gallery is small, instead of letting it print
-    "please provide at least ..." warnings from C++: :func:`fit_factory` already clamped what matters, and a small
-    gallery simply trains on what it has."""
+def _tune_training(index, n: int) -> None:
+    """Training settings: no polysemous training, and a per-centroid training minimum lowered for small galleries
+    (instead of FAISS printing "please provide at least ..." from C++: :func:`fit_factory` already clamped what
+    matters, and a small gallery simply trains on what it has)."""
     import faiss
 
     try:
@@ -152,6 +152,10 @@ def _quiet_small_training(index, n: int) -> None:
         quantisers.append((ivf.cp, ivf.nlist))
         ivf = faiss.downcast_index(ivf)
     for holder in (ivf, faiss.downcast_index(index)):
+        # Polysemous training only serves Hamming pre-filtering (polysemous_ht), which simx never enables, and it
+        # costs several times the product quantiser's own k-means: skip it.
+        if hasattr(holder, "do_polysemous_training"):
+            holder.do_polysemous_training = False
         pq = getattr(holder, "pq", None)
         if pq is not None:
             quantisers.append((pq.cp, pq.ksub))
@@ -171,7 +175,7 @@ def make_faiss_index(vectors: np.ndarray, factory: str, metric: str):
         index = faiss.index_factory(int(dim), used, faiss_metric(metric))
     except Exception as exc:  # noqa: BLE001
         raise SimxIndexError(f"FAISS cannot build factory {used!r} for {dim}-d vectors: {_faiss_error(exc)}") from None
-    _quiet_small_training(index, n)
+    _tune_training(index, n)
     t0 = time.perf_counter()
     if not index.is_trained:
         try:
