@@ -302,7 +302,7 @@ def plot_b(res: dict[str, Any], path: Path) -> None:
     if parts:
         title += "\nMonte-Carlo evaluations / kernel evaluations at equal MSE (median): " + ", ".join(parts)
     ax.set_title(title, fontsize=8.5)
-    ax.legend(fontsize=7.5, loc="lower left")
+    ax.legend(fontsize=7.5, loc="upper right")
     ax.grid(True, which="both", alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
@@ -406,6 +406,12 @@ def part_c(args, model, work: Path) -> dict[str, Any]:
             print(f"(c) {label:14s} {done:4d}/{min(limit, len(pairs))} pairs  {t_method:8.1f} s", flush=True)
         per_pair[label] = recs
         seconds[label] = t_method
+        save("c_partial", {"pairs": len(pairs), "summary": summarise(per_pair, seconds)})
+    return {"machine": machine(), "pairs": len(pairs), "scenes": 300, "summary": summarise(per_pair, seconds),
+            "load_average_end": load_avg()}
+
+
+def summarise(per_pair: dict[str, list[dict[str, float]]], seconds: dict[str, float]) -> dict[str, Any]:
     summary = {}
     for label, recs in per_pair.items():
         a = {k: np.array([r[k] for r in recs], dtype=float) for k in recs[0]}
@@ -415,9 +421,8 @@ def part_c(args, model, work: Path) -> dict[str, Any]:
                           "oracle_faith": a["oracle_faith"].mean(), "box_fraction": a["box_fraction"].mean(),
                           "similarity": a["similarity"].mean(), "seconds_per_pair": seconds[label] / len(recs),
                           "hit_se": a["hit"].std() / math.sqrt(len(recs)),
-                          "iou_se": a["iou"].std() / math.sqrt(len(recs))}
-    return {"machine": machine(), "pairs": len(pairs), "scenes": 300, "summary": summary,
-            "load_average_end": load_avg()}
+                          "iou_se": a["iou"].std() / math.sqrt(len(recs)), "load_average": load_avg()}
+    return summary
 
 
 # ------------------------------------------------------------------------------------------------ the docs
@@ -493,12 +498,15 @@ def render(a: dict | None, b: dict | None, c: dict | None) -> str:
                      f"that hold the same object; mean box area fraction {any_rec['box_fraction']:.3f} (the chance "
                      f"pointing rate). Hit = arg-max of the projected query box inside the matching box; IoU of the "
                      f"top-p map with that box; faithfulness = cosine of (query censored to its box, neighbour "
-                     f"censored to the top-p of the projection), mean fill; random = Gaussian J on the same cells. "
-                     f"Load average at the end: {c.get('load_average_end')}.\n")
+                     f"censored to the top-p of the projection), mean fill; random = Gaussian J on the same cells; "
+                     f"time per pair = the method alone, embeddings cached, pairs sharing a query explained "
+                     f"together (load average when each row finished: "
+                     f"{', '.join(str(r.get('load_average', ['?'])[0]) for r in s.values())}).\n")
         lines.append("| method | pairs | hit | IoU | faithfulness s | random: hit | IoU | s | oracle box s | "
                      "time per pair |")
         lines.append("|---|---|---|---|---|---|---|---|---|---|")
-        for label, r in s.items():
+        for label, r in sorted(s.items(), key=lambda kv: [m[0] for m in METHODS_C].index(kv[0])
+                               if kv[0] in [m[0] for m in METHODS_C] else 99):
             lines.append(f"| {label} | {r['pairs']} | {r['hit']:.3f} ± {r['hit_se']:.3f} | {r['iou']:.3f} ± "
                          f"{r['iou_se']:.3f} | {r['faith']:.3f} | {r['random_hit']:.3f} | {r['random_iou']:.3f} | "
                          f"{r['random_faith']:.3f} | {r['oracle_faith']:.3f} | {fmt_ms(r['seconds_per_pair'])} |")
@@ -548,6 +556,12 @@ def main(argv: list[str] | None = None) -> int:
                "c": lambda: part_c(args, model, work)}[part]()
         res["wall_s"] = time.perf_counter() - t0
         res["quick"] = bool(args.quick)
+        previous = load(part)
+        if part == "c" and previous and previous.get("pairs") == res["pairs"] and \
+                previous.get("quick") == res["quick"]:
+            # methods run at different times are merged: a new run of a method replaces its row
+            res["summary"] = {**previous["summary"], **res["summary"]}
+            res["order"] = [m[0] for m in METHODS_C if m[0] in res["summary"]]
         save(part, res)
         print(f"part ({part}) done in {res['wall_s']:.0f} s", flush=True)
     text = render(load("a"), load("b"), load("c"))

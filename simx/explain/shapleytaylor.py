@@ -24,8 +24,9 @@ Game level (usable on any value function; ``value_fn`` maps a (B, n) 0/1 array o
   budget - n - 2 coalitions follow the size law P(s) ~ (n / s)(n - 2) / ((s - 1)(n - s)), s = 2..n-1 (the kernel's
   mass per size), uniformly within a size: ``sizes="iid"`` draws sizes i.i.d. with unit weights (6.4's "Sampling
   version" literally); the default ``sizes="stratified"`` allocates round(B P(s)) coalitions per size, enumerates
-  sizes it can cover completely and weights each size to its exact kernel mass (Kernel SHAP's scheme; 5-25x
-  fewer evaluations than Monte-Carlo at equal error on random networks, against 2-5x for i.i.d. sizes).
+  sizes it can cover completely and weights each size to its exact kernel mass (Kernel SHAP's scheme). On 10 random
+  15-input tanh networks x 3 seeds (benchmarks/bench_joint.py part (b), docs/benchmarks.md) it reached the
+  Monte-Carlo estimator's error with 3.6-13x (median 6.5x) fewer evaluations, i.i.d. sizes with 1.9-3.1x (2.6x).
 * :func:`sampling_indices` (6.3): the Monte-Carlo estimator: per pair, t ~ P(t) = 2 (n - 1 - t) / (n (n - 1)),
   T uniform among size-t subsets of N minus {i, j}, average of delta_ij v(T) = v(T+i+j) - v(T+i) - v(T+j) + v(T);
   4 evaluations per sample per pair; singletons exact (n + 1 evaluations).
@@ -263,9 +264,9 @@ def kernel_indices(value_fn: ValueFn, n: int, budget: int, seed: int = 0,
       every size carries exactly its kernel mass.
 
     Decision: i.i.d. sizes spend most draws re-drawing the few coalitions of sizes 2 and n - 1 (the kernel's mass
-    concentrates there). On random 15-input networks (4 networks each; benchmarks/bench_joint.py part (b) has
-    the full table) the stratified design reached the Monte-Carlo estimator's error with 5-25x fewer evaluations
-    against 2-5x for i.i.d. sizes. Returns ``(phi0, phi, Phi)``.
+    concentrates there). On 10 random 15-input tanh networks x 3 seeds (benchmarks/bench_joint.py part (b)) the
+    stratified design reached the Monte-Carlo estimator's error with 3.6-13x (median 6.5x) fewer evaluations, the
+    i.i.d. one with 1.9-3.1x (median 2.6x); the gap widens with the budget. Returns ``(phi0, phi, Phi)``.
     """
     if n < 2:
         raise ValueError("the order-2 Shapley-Taylor index needs at least 2 players")
