@@ -17,6 +17,7 @@ if str(HERE) not in sys.path:  # the pages import their shared helpers as ``page
 
 from pages import _common as ui  # noqa: E402
 
+ui.use_navigation()  # deep links (/failures, ...) go through this file's navigation, not pages/ scanning
 st.set_page_config(page_title="simx: visual-search debugger", page_icon=":material/image_search:", layout="wide")
 
 PAGES = [

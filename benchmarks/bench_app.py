@@ -206,6 +206,22 @@ def main() -> int:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+    # context: the model's own share, in this process (no browser, no Streamlit)
+    from simx.data import load_image
+    from simx.explain import FEATURE_CACHE, explain
+
+    model = index.model
+    inproc_cold, inproc_warm = [], []
+    for q in queries[:4]:
+        nb = index.search_id(q, 1)[0].id
+        qi, ni = load_image(index.item(q).path), load_image(index.item(nb).path)
+        FEATURE_CACHE.clear()
+        t0 = time.perf_counter()
+        explain(model, qi, [ni], method=args.method)
+        inproc_cold.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        explain(model, qi, [ni], method=args.method)
+        inproc_warm.append(time.perf_counter() - t0)
     load = os.getloadavg()
     map_ok = bool(thought) and statistics.median(thought) < TARGET_MAP_S
     joint_ok = bool(joint) and statistics.median(joint) < TARGET_JOINT_S
@@ -225,6 +241,9 @@ def main() -> int:
         f"| neighbour -> first {args.method} map, returning to a pair (cache) | {summarize(back)} | - |\n"
         f"| joint-view click -> projected heat map (jointcam) | {summarize(joint)} | < {TARGET_JOINT_S * 1000:.0f} ms "
         f"{'(met)' if joint_ok else '(missed)'} |\n\n"
+        f"For scale, `simx.explain.explain(..., method={args.method!r})` alone in one process on the same machine: "
+        f"{summarize(inproc_cold[1:] or inproc_cold)} with cold features, {summarize(inproc_warm)} with the "
+        f"features cached (what the dashboard's prefetch of the shown neighbours buys).\n\n"
         f"Machine load average while it ran: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min) on "
         f"{os.cpu_count()} cores; other work on the machine slows every row.\n"
     )

@@ -61,6 +61,26 @@ def carry_params(**override: Any) -> dict[str, str]:
     return out
 
 
+# ------------------------------------------------------------------------------------------------ navigation
+
+
+def use_navigation(rerun: bool = True) -> None:
+    """Make ``app.py``'s ``st.navigation`` the only navigation.
+
+    Streamlit treats a ``pages/`` folder beside the entry script as an old-style (v1) multipage app and, for a
+    deep link such as ``/failures``, would run ``pages/failures.py`` directly, without ``app.py``: no page
+    configuration, and a navigation listing every file. The flag behind that is switched off here, once per
+    process; a page reached the old way reruns (``rerun``) so that ``app.py`` takes over."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without the flag has no such mode
+        return
+    if getattr(PagesManager, "uses_pages_directory", None):
+        PagesManager.uses_pages_directory = False
+        if rerun:
+            st.rerun()
+
+
 # ------------------------------------------------------------------------------------------------ errors
 
 
@@ -262,7 +282,7 @@ def prefetch_features(index, query: str, neighbour_ids: Sequence[str]) -> None:
     threading.Thread(target=work, name="simx-prefetch", daemon=True).start()
 
 
-@st.cache_data(show_spinner=False, max_entries=512)
+@st.cache_data(show_spinner=False, max_entries=128)  # a pair view is up to ~1 MB (images, maps, joint matrix)
 def explanation(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str = "{}",
                 _data: bytes | None = None) -> dict:
     """The pair view of one method (cached per index, query, neighbour, method and parameters)."""
@@ -358,6 +378,13 @@ def sidebar_index() -> str | None:
     if wanted is not None and wanted not in names:
         st.error(f"No index named '{wanted}' in {index_root()} (available: {', '.join(names)}).",
                  icon=":material/error:")
+
+        def chosen() -> None:
+            if st.session_state.get("index_rescue"):
+                set_qp(index=st.session_state["index_rescue"], query=None, neighbour=None)
+
+        st.sidebar.selectbox("Index", names, index=None, key="index_rescue", placeholder="choose an index",
+                             on_change=chosen)
         return None
     if st.session_state.get("index_pick") not in names or (wanted and st.session_state.get("index_pick") != wanted):
         st.session_state["index_pick"] = wanted or names[0]

@@ -8,6 +8,8 @@ import streamlit as st
 from pages import _common as ui
 from simx.errors import SimxError
 
+ui.use_navigation()  # reached as an old-style page: hand over to app.py's navigation
+
 st.title("Embedding map")
 name = ui.sidebar_index()
 if name is None:
@@ -69,8 +71,7 @@ if ids:
                 if t is not None:
                     st.image(t, width="stretch")
                 st.caption(f"{it.label or ''}")
-                if st.button("Query", key=f"map_q_{item_id}", width="stretch", help=item_id):
-                    st.switch_page("pages/explore.py",
-                                   query_params=ui.carry_params(query=item_id, neighbour=None, mode=None))
+                st.page_link("pages/explore.py", label="Query", icon=":material/search:", help=item_id,
+                             query_params=ui.carry_params(query=item_id, neighbour=None, mode=None))
     if len(ids) > len(shown):
         st.caption(f"... and {len(ids) - len(shown)} more")

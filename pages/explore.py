@@ -12,6 +12,8 @@ from pages import _common as ui
 from simx import report
 from simx.errors import SimxError
 
+ui.use_navigation()  # reached as an old-style page: hand over to app.py's navigation
+
 GRID_COLS = 8
 PAGE_SIZE = 24
 
@@ -39,14 +41,11 @@ with st.sidebar:
     st.text_input("Your name (for labels)", key="user")
     k = st.slider("Neighbours (k)", 1, 30, int(ui.qp("k", "10")), key="k_pick",
                   on_change=lambda: ui.set_qp(k=st.session_state["k_pick"]))
-    if st.button("Presentation mode", icon=":material/slideshow:", help="Hide every control; share the link"):
-        ui.set_qp(present=1)
-        st.rerun()
+    st.button("Presentation mode", icon=":material/slideshow:", help="Hide every control; share the link",
+              on_click=lambda: ui.set_qp(present=1))
 
 if present:
-    if st.button("Exit presentation", icon=":material/close:"):
-        ui.set_qp(present=None)
-        st.rerun()
+    st.button("Exit presentation", icon=":material/close:", on_click=lambda: ui.set_qp(present=None))
 
 # ------------------------------------------------------------------------------------------------ callbacks
 
@@ -177,9 +176,9 @@ def method_rows(query: str, neighbour: str, chosen: list[str], alpha: float) -> 
                     st.caption(f"{cost.get('forward', 0)} forward, {cost.get('backward', 0)} backward passes, "
                                f"{cost.get('seconds', 0):.2f} s")
                 fkey = f"faith_{pair_key(query, neighbour)}_{m}"
-                if not present and st.button("Insertion / deletion", key=f"btn_{fkey}",
-                                             help="Faithfulness of this method's maps (area under the curves)"):
-                    st.session_state[fkey] = True
+                if not present:
+                    st.button("Insertion / deletion", key=f"btn_{fkey}", on_click=st.session_state.__setitem__,
+                              args=(fkey, True), help="Faithfulness of this method's maps (area under the curves)")
                 if st.session_state.get(fkey):
                     try:
                         with st.spinner("Scoring insertion/deletion..."):
@@ -199,10 +198,11 @@ def sane_panel(query: str, neighbour: str, alpha: float) -> dict | None:
     flag = f"sane_{pair_key(query, neighbour)}"
     with st.expander("Attributes (SANE): which shared attribute explains the match", expanded=True):
         if not st.session_state.get(flag):
-            if present or not st.button("Run SANE", key=f"btn_{flag}", icon=":material/label_important:"):
-                st.caption("Ranks the attributes the pair shares by confidence and how well they match the saliency.")
-                return None
-            st.session_state[flag] = True
+            if not present:
+                st.button("Run SANE", key=f"btn_{flag}", icon=":material/label_important:",
+                          on_click=st.session_state.__setitem__, args=(flag, True))
+            st.caption("Ranks the attributes the pair shares by confidence and how well they match the saliency.")
+            return None
         try:
             with st.spinner("Running SANE (attribute maps, saliency and ranking)..."):
                 view = ui.get_explanation(name, query, neighbour, "sane")
@@ -324,9 +324,13 @@ def joint_panel(query: str, neighbour: str, alpha: float) -> None:
     if click is not None and st.session_state.get("joint_last_click") != (chart_key, click):
         st.session_state["joint_last_click"] = (chart_key, click)
         st.session_state["joint_x"], st.session_state["joint_y"] = click
-    if c3.button("Clear point", key="joint_clear", disabled=present):
+    def clear_point() -> None:
         st.session_state["joint_x"] = st.session_state["joint_y"] = None
         st.session_state["joint_last_click"] = (chart_key, click)
+        st.session_state["joint_cleared"] = True
+
+    c3.button("Clear point", key="joint_clear", disabled=present, on_click=clear_point)
+    if st.session_state.pop("joint_cleared", False):
         box = None
     px_col, py_col = st.columns(2)
     if present:

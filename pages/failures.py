@@ -7,6 +7,9 @@ import streamlit as st
 
 from pages import _common as ui
 from simx.errors import SimxError
+from simx.report import label_confusion
+
+ui.use_navigation()  # reached as an old-style page: hand over to app.py's navigation
 
 st.title("Failures")
 name = ui.sidebar_index()
@@ -71,14 +74,12 @@ rows = event.selection.rows if event is not None else []
 if rows:
     qid = table.iloc[rows[0]]["id"]
     st.markdown(f"Selected query: `{qid}`")
-    if st.button("Open in Explore", key="fail_open", type="primary", icon=":material/open_in_new:"):
-        st.switch_page("pages/explore.py", query_params=ui.carry_params(query=qid, neighbour=None, mode=None))
+    st.page_link("pages/explore.py", label="Open in Explore", icon=":material/open_in_new:",
+                 query_params=ui.carry_params(query=qid, neighbour=None, mode=None))
 
 st.subheader("Label confusion")
 st.caption("How often a query of one label (rows) retrieves a neighbour of another label (columns) in its top k; "
            "the diagonal is correct retrieval.")
-from simx.report import label_confusion  # noqa: E402
-
 conf = label_confusion(per_query, {it.id: it.label for it in index.items}, normalise=True)
 if conf.empty:
     st.info("Nothing to show.")

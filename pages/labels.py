@@ -10,6 +10,8 @@ from pages import _common as ui
 from simx.errors import SimxError
 from simx.labels import REASONS, VERDICTS
 
+ui.use_navigation()  # reached as an old-style page: hand over to app.py's navigation
+
 PAGE_SIZE = 20
 
 st.title("Labels")
@@ -117,7 +119,5 @@ for lab in labels[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]:
         with cols[3]:
             st.button("Save", key=f"ls_{lab.id}", on_click=save, args=(lab.id,), width="stretch")
             st.button("Delete", key=f"ld_{lab.id}", on_click=remove, args=(lab.id,), width="stretch")
-            if st.button("Open", key=f"lo_{lab.id}", width="stretch"):
-                st.switch_page("pages/explore.py", query_params=ui.carry_params(query=lab.query_id,
-                                                                                neighbour=lab.neighbour_id,
-                                                                                mode=None))
+            st.page_link("pages/explore.py", label="Open", icon=":material/open_in_new:",
+                         query_params=ui.carry_params(query=lab.query_id, neighbour=lab.neighbour_id, mode=None))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from urllib.parse import parse_qs
 
 import numpy as np
 import pytest
@@ -286,9 +287,13 @@ def test_failures_row_opens_in_explore(indexes):
     at.session_state["fail_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     run(at)
     assert f"Selected query: `{worst}`" in texts(at.markdown)
-    at.button(key="fail_open").click()
+    link = at.get("page_link")[0].proto
+    assert link.label == "Open in Explore"
+    assert parse_qs(link.query_string) == {"index": ["tiny"], "query": [worst]}
+    for key, value in {"index": "tiny", "query": worst}.items():
+        at.query_params[key] = value
+    at.switch_page("pages/explore.py")
     run(at)
-    assert at.query_params["query"] == worst and at.query_params["index"] == "tiny"
     assert "Top 10 neighbours" in texts(at.markdown)
 
 

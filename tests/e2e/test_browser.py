@@ -215,3 +215,22 @@ def test_browser_walkthrough(server, browser):
     for name in ("explore", "pair", "joint", "labels", "embedding_map", "review"):
         assert (SHOTS / f"{name}.png").stat().st_size > 10_000
     page.close()
+
+
+def test_deep_link_to_a_page_uses_the_app_navigation(server, browser, tmp_path):
+    """The very first request of a fresh server is a deep link to /failures: app.py's navigation must still be
+    the one shown (Streamlit would otherwise treat pages/ as an old-style multipage folder)."""
+    port = free_port()
+    proc = start_server(server["root"], port, user="deep")
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(60_000)
+        page.goto(f"http://localhost:{port}/failures?index=tiny")
+        page.get_by_text("Label confusion").wait_for()
+        nav = page.locator("[data-testid='stSidebarNav'] a")
+        names = sorted(t.strip().split("\n")[-1].strip() for t in nav.all_inner_texts())  # after the icon
+        assert names == ["Embedding map", "Explore", "Failures", "Labels"], names
+        assert "index=tiny" in page.url and page.url.split("?")[0].endswith("/failures")
+        page.close()
+    finally:
+        stop_server(proc)
