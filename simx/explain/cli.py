@@ -21,6 +21,9 @@ from ..errors import SimxError
 EPILOG = """examples:
   simx explain stamps animals/cat.png animals/lion.png --method gradcam --out pair.png
   simx explain scenes scene_0001 scene_0042 --method rise --n-samples 1000 --side query --json
+  simx explain scenes scene_0001 scene_0042 --method jointcam --out lines.png
+  simx explain scenes scene_0001 scene_0042 --method jointcam --point 120,96 --out point.png
+  simx explain scenes scene_0001 scene_0042 --method shapleytaylor --box 40,40,120,140 --out box.png
 """
 
 
@@ -45,6 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--background", default="black", metavar="FILL",
                    help="fill of removed pixels for the faithfulness scores: black, white, grey, mean, blur or a "
                         "grey level in [0, 1]")
+    p.add_argument("--point", metavar="X,Y", default=None,
+                   help="joint methods: project this query point (model-input pixels) onto the neighbour")
+    p.add_argument("--box", metavar="X0,Y0,X1,Y1", default=None,
+                   help="joint methods: project this query box (model-input pixels) onto the neighbour")
+    p.add_argument("--top-k", type=int, default=12, metavar="N",
+                   help="joint methods: number of correspondence lines drawn without --point/--box")
     p.add_argument("--root", metavar="DIR", default=None,
                    help="folder holding the indexes (default: $SIMX_INDEXES, else ./indexes)")
 
@@ -88,6 +97,19 @@ def _method_params(method: str, args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def _numbers(value: str | None, count: int, option: str) -> tuple[float, ...] | None:
+    """Parse ``--point X,Y`` / ``--box X0,Y0,X1,Y1``."""
+    if value is None:
+        return None
+    try:
+        nums = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        nums = ()
+    if len(nums) != count:
+        raise SimxError(f"{option} takes {count} comma-separated numbers, got {value!r}")
+    return nums
+
+
 def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.1f}"
 
@@ -97,11 +119,20 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_image
     from ..index import open_index
     from . import METHODS, explain
+    from .base import REGISTRY
     from .figures import explanation_to_json, pair_figure
+    from .views import draw_joint
 
     if args.method not in METHODS:
         raise SimxError(f"unknown method {args.method!r}; choose one of {', '.join(sorted(METHODS))}")
     params = _method_params(args.method, args)
+    point = _numbers(args.point, 2, "--point")
+    box = _numbers(args.box, 4, "--box")
+    is_joint = REGISTRY[args.method].kind == "joint"
+    if (point or box) and not is_joint:
+        raise SimxError(f"--point/--box apply to joint methods ({', '.join(n for n, s in REGISTRY.items() if s.kind == 'joint')})")
+    if point and box:
+        raise SimxError("give --point or --box, not both")
     index = open_index(args.index, root=args.root)
     q_id, q_path = resolve_image(index, args.query, "QUERY")
     n_id, n_path = resolve_image(index, args.neighbour, "NEIGHBOUR")
@@ -115,7 +146,10 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if out.parent and not out.parent.exists():
             raise SimxError(f"--out: folder {out.parent} does not exist")
-        pair_figure(exp, 0, path=out)
+        if is_joint:
+            draw_joint(exp, 0, point=point, box=box, top_k=args.top_k, path=out)
+        else:
+            pair_figure(exp, 0, path=out)
     if args.json:
         summary = explanation_to_json(exp, k=0)
         summary.update({
