@@ -45,6 +45,14 @@ def set_qp(**values: Any) -> None:
             st.query_params[key] = text
 
 
+def qp_int(name: str, default: int, lo: int = 1, hi: int = 1000) -> int:
+    """An integer URL parameter clipped to [lo, hi]; a malformed one falls back to ``default``."""
+    try:
+        return max(lo, min(hi, int(qp(name, str(default)))))
+    except ValueError:
+        return default
+
+
 def qp_list(name: str) -> list[str]:
     value = qp(name)
     return [v for v in value.split(",") if v] if value else []

@@ -27,7 +27,7 @@ df = df.copy()
 df["label"] = df["label"].fillna("(none)")
 if colour_by == "correctness":
     try:
-        _, _, per_query = ui.get_evaluation(name, int(ui.qp("k", "10")))
+        _, _, per_query = ui.get_evaluation(name, ui.qp_int("k", 10, 1, 50))
     except SimxError as exc:
         st.info(f"Correctness needs labelled items: {exc}")
         df["group"] = "n/a"

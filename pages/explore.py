@@ -39,7 +39,7 @@ with st.sidebar:
     if "user" not in st.session_state:
         st.session_state["user"] = ui.current_user()
     st.text_input("Your name (for labels)", key="user")
-    k = st.slider("Neighbours (k)", 1, 30, int(ui.qp("k", "10")), key="k_pick",
+    k = st.slider("Neighbours (k)", 1, 30, ui.qp_int("k", 10, 1, 30), key="k_pick",
                   on_change=lambda: ui.set_qp(k=st.session_state["k_pick"]))
     st.button("Presentation mode", icon=":material/slideshow:", help="Hide every control; share the link",
               on_click=lambda: ui.set_qp(present=1))
@@ -582,11 +582,11 @@ except Exception as exc:  # noqa: BLE001
     ui.show_error(exc, "search")
     st.stop()
 
-labelled = {}
+labelled: dict[str, str] = {}  # neighbour -> verdict shown on its badge: this user's, else anyone's latest
 if not is_upload:
-    for lab in store.list(index=name, query_id=query):
-        labelled.setdefault(lab.neighbour_id, lab.verdict if lab.user == ui.current_user() else
-                            labelled.get(lab.neighbour_id, lab.verdict))
+    me = ui.current_user()
+    for lab in sorted(reversed(store.list(index=name, query_id=query)), key=lambda lab: lab.user == me):
+        labelled[lab.neighbour_id] = lab.verdict
 
 qc, nc = st.columns([1, 5])
 with qc:

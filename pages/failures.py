@@ -22,7 +22,7 @@ except Exception as exc:  # noqa: BLE001
     st.stop()
 ui.sidebar_status(index)
 
-k = st.sidebar.slider("k (neighbours evaluated)", 1, 50, int(ui.qp("k", "10")), key="fail_k",
+k = st.sidebar.slider("k (neighbours evaluated)", 1, 50, ui.qp_int("k", 10, 1, 50), key="fail_k",
                       on_change=lambda: ui.set_qp(k=st.session_state["fail_k"]))
 try:
     overall, per_label, per_query = ui.get_evaluation(name, k)

@@ -56,7 +56,7 @@ def triplets() -> str:
     try:
         from simx.index import evaluate
 
-        per_query = evaluate(index, k=int(ui.qp("k", "10"))).per_query
+        per_query = evaluate(index, k=ui.qp_int("k", 10, 1, 50)).per_query
         neighbours = {q: list(n) for q, n in zip(per_query["id"], per_query["neighbours"])}
     except SimxError:
         neighbours = None
