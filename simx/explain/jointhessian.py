@@ -213,7 +213,7 @@ def attribute(ctx: PairContext, side: str = "both", form: str = "auto", fixed_no
     if chosen == "closed" and ctx.model.linear_head() is None:
         raise ExplainError(f"jointhessian form 'closed' needs a pooled + linear head; model {ctx.model.spec!r} has "
                            "another head (use form='auto')")
-    if chosen == "pooled" and not _head_factors_through_mean(ctx, ctx.query_features):
+    if form == "pooled" and not _head_factors_through_mean(ctx, ctx.query_features):
         raise ExplainError("jointhessian form 'pooled' needs a head of the form g(GAP(F)); use form='positions'")
     fn = {"closed": _closed, "pooled": _pooled, "positions": _positions}[chosen]
     joint, qmap, nmap, extras = fn(ctx, metric, fixed_norms)
