@@ -1,8 +1,8 @@
 """Benchmark of SANE's explaining attribute (issue 6): is the chosen attribute one the pair really shares?
 
-Not a test. Run from the repository root (CPU; about an hour on 2 cores with the defaults)::
+Not a test. Run from the repository root (CPU; one to two hours on 2 cores with the defaults)::
 
-    .venv/bin/python benchmarks/bench_sane.py                 # 600 stamp scenes, 80 test pairs
+    .venv/bin/python benchmarks/bench_sane.py                 # 500 stamp scenes, 40 test pairs
     .venv/bin/python benchmarks/bench_sane.py --quick         # smaller smoke run
     .venv/bin/python benchmarks/bench_sane.py --write-docs    # also (re)write "## SANE (issue 6)" in docs/benchmarks.md
 
@@ -378,13 +378,13 @@ def write_docs(text: str) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--scenes", type=int, default=600)
-    p.add_argument("--pairs", type=int, default=80)
+    p.add_argument("--scenes", type=int, default=500)
+    p.add_argument("--pairs", type=int, default=40)
     p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--heat-images", type=int, default=160)
+    p.add_argument("--heat-images", type=int, default=80)
     p.add_argument("--heat-weight", type=float, default=TrainConfig.heat_weight)
     p.add_argument("--train-n-samples", type=int, default=128)
-    p.add_argument("--n-samples", type=int, default=300, help="RISE masks per explained pair")
+    p.add_argument("--n-samples", type=int, default=200, help="RISE masks per explained pair")
     p.add_argument("--removal-fraction", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--procedural", action="store_true", help="procedural shapes instead of stamps")
@@ -393,12 +393,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", default=str(ROOT / ".simx-cache" / "bench_sane"))
     p.add_argument("--json", default=None, help="also write the results as JSON here")
     p.add_argument("--write-docs", action="store_true")
+    p.add_argument("--from-json", default=None, metavar="FILE",
+                   help="only render (and with --write-docs record) results saved earlier with --json")
+    p.add_argument("--command", default=None, help="the command line to quote in the report (with --from-json)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
         args.scenes, args.pairs, args.heat_images, args.n_samples, args.epochs = 150, 20, 40, 150, 20
-    res = run(args)
-    command = "python benchmarks/bench_sane.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.from_json:
+        res = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+        command = args.command or "python benchmarks/bench_sane.py"
+    else:
+        res = run(args)
+        command = "python benchmarks/bench_sane.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(res, command.strip())
     print(text)
     if args.json:

@@ -285,7 +285,29 @@ def compute_saliency(model: SimModel, items: Sequence[Item], queries: Sequence[i
         else:
             todo.append(m)
     bar = _progress(None, len(todo), f"saliency ({method})", progress) if progress and todo else None
-    for m in todo:
+
+    def flush() -> None:
+        """Write every entry known so far (the computed ones and the old ones still valid), so an interrupted
+        run resumes where it stopped."""
+        if cache is None:
+            return
+        cache.mkdir(parents=True, exist_ok=True)
+        store = np.where(valid[..., None, None], maps, np.nan).astype(np.float32)
+        keys = [entry_key(q, rs) for q, rs in zip(queries, refs)]
+        done = [n for n in range(len(queries)) if n not in pending]
+        extra = [k for k in old if k not in set(keys)]
+        arr = np.concatenate([store[done]] + [old[k][None, :r] if old[k].shape[0] >= r else
+                                              np.pad(old[k], ((0, r - old[k].shape[0]), (0, 0), (0, 0)),
+                                                     constant_values=np.nan)[None] for k in extra]) \
+            if done or extra else np.zeros((0, r, h, w), np.float32)
+        tmp = cache / (SALIENCY_FILE + ".tmp.npy")
+        np.save(tmp, arr.astype(np.float32))
+        os.replace(tmp, cache / SALIENCY_FILE)
+        _write_json(cache / "saliency.json", {"format": CACHE_FORMAT, "key": key_base,
+                                              "entries": [keys[n] for n in done] + extra})
+
+    pending = set(todo)
+    for count, m in enumerate(todo, 1):
         q, rs = queries[m], list(refs[m])
         xq = _load_input(model, items[q])
         xr = [(j, _load_input(model, items[j])) for j in rs]
@@ -299,31 +321,42 @@ def compute_saliency(model: SimModel, items: Sequence[Item], queries: Sequence[i
                 if np.isfinite(s).all() and float(s.std()) > 0:
                     maps[m, n] = s
                     valid[m, n] = True
+        pending.discard(m)
+        if count % 10 == 0 and count < len(todo):
+            flush()
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    if cache is not None and todo:
-        cache.mkdir(parents=True, exist_ok=True)
-        store = np.where(valid[..., None, None], maps, np.nan).astype(np.float32)
-        tmp = cache / (SALIENCY_FILE + ".tmp.npy")
-        np.save(tmp, store)
-        os.replace(tmp, cache / SALIENCY_FILE)
-        _write_json(cache / "saliency.json", {"format": CACHE_FORMAT, "key": key_base,
-                                              "entries": [entry_key(q, rs) for q, rs in zip(queries, refs)]})
+    if todo:
+        flush()
     return maps, valid
 
 
 # --------------------------------------------------------------------------------------------- metrics
 
 
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """Average precision of one attribute, sum_n (R_n - R_{n-1}) P_n over the distinct score thresholds (the
+    step-wise definition of sklearn's ``average_precision_score``, without importing sklearn)."""
+    y = np.asarray(y).astype(bool)
+    npos = int(y.sum())
+    if npos == 0:
+        return float("nan")
+    order = np.argsort(-np.asarray(score, dtype=np.float64), kind="mergesort")
+    s, t = np.asarray(score, dtype=np.float64)[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # last index of each distinct score
+    tp = np.cumsum(t)[last]
+    precision = tp / (last + 1)
+    recall = tp / npos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
 def mean_average_precision(targets: np.ndarray, scores: np.ndarray, names: Sequence[str] | None = None
                            ) -> tuple[float, dict[str, float], float]:
-    """(mAP, per-attribute AP, chance mAP) over attributes with at least one positive (methods.md 7.3).
-
-    Chance = mean prevalence of those attributes, the expected AP of a random ranking."""
-    from sklearn.metrics import average_precision_score
-
+    """(mAP, per-attribute AP, chance mAP) over attributes with at least one positive (methods.md 7.3: the mean of
+    average_precision_score over attributes with a positive). Chance = mean prevalence of those attributes, the
+    expected AP of a random ranking."""
     aps: dict[str, float] = {}
     prev = []
     for a in range(targets.shape[1]):
@@ -331,8 +364,8 @@ def mean_average_precision(targets: np.ndarray, scores: np.ndarray, names: Seque
         if col.sum() == 0:
             continue
         key = names[a] if names is not None else str(a)
-        aps[key] = float(average_precision_score(col, scores[:, a]))
-        prev.append(float(col.mean()))
+        aps[key] = average_precision(col, scores[:, a])
+        prev.append(float(np.mean(col > 0)))
     if not aps:
         return float("nan"), {}, float("nan")
     return float(np.mean(list(aps.values()))), aps, float(np.mean(prev))

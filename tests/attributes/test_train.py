@@ -159,3 +159,41 @@ def test_attribute_head_shapes():
     assert maps.shape == (2, 5, 7, 7) and scores.shape == (2, 5)
     assert head.conv.bias is None and tuple(head.conv.weight.shape) == (5, 8, 3, 3)
     assert torch.allclose(scores, maps.mean(dim=(2, 3)) + head.bias)
+
+
+def test_average_precision_equals_sklearn_with_ties():
+    from sklearn.metrics import average_precision_score
+
+    from simx.attributes.train import average_precision
+
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        y = rng.integers(0, 2, 40)
+        y[0] = 1
+        s = np.round(rng.random(40), 1 if trial % 2 else 3)  # coarse rounding makes ties
+        assert average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+
+
+def test_saliency_cache_resumes_and_keeps_earlier_entries(tmp_path, trained, monkeypatch):
+    import simx.explain as explain_pkg
+
+    items, model = trained["items"], trained["model"]
+    calls = []
+    real = explain_pkg.explain
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(explain_pkg, "explain", counting)
+    refs = [[5, 6], [7, 8], [9, 10]]
+    compute_saliency(model, items, [0], refs[:1], (16, 16), "searchcam", {}, 0, tmp_path, progress=False)
+    assert len(calls) == 1
+    both, ok = compute_saliency(model, items, [0, 1, 2], refs, (16, 16), "searchcam", {}, 0, tmp_path, progress=False)
+    assert len(calls) == 3 and ok.all()  # only the two new queries were computed
+    only_last, _ = compute_saliency(model, items, [2], refs[2:], (16, 16), "searchcam", {}, 0, tmp_path,
+                                    progress=False)
+    assert len(calls) == 3 and np.array_equal(only_last[0], both[2])
+    again, _ = compute_saliency(model, items, [0, 1], refs[:2], (16, 16), "searchcam", {}, 0, tmp_path,
+                                progress=False)
+    assert len(calls) == 3 and np.array_equal(again, both[:2])  # entries outside the request were kept
