@@ -266,8 +266,9 @@ def joint_figure(view: dict, point, box, alpha: float, lines: int) -> go.Figure:
     if box is not None:
         x0, y0, x1, y1 = box
         fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color="yellow", width=3))
-    fig.update_xaxes(visible=False, range=[-2, 2 * w + gap + 2], constrain="domain")
-    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
+    # fixed axes: a drag never pans or zooms the pictures away (clicks and box selection still work)
+    fig.update_xaxes(visible=False, range=[-2, 2 * w + gap + 2], constrain="domain", fixedrange=True)
+    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", fixedrange=True)
     fig.update_layout(margin=dict(l=0, r=0, t=10, b=0), height=420, showlegend=False)
     return fig
 
@@ -312,10 +313,10 @@ def joint_panel(query: str, neighbour: str, alpha: float) -> None:
     boxes = sel.get("box") or []
     h, w = view["query_image"].shape[:2]
     click = None
-    if pts:
+    if pts and not boxes:  # a box selection also lists the points inside it: the box wins
         click = (float(pts[-1]["x"]), float(pts[-1]["y"]))
     box = None
-    if boxes and not pts:
+    if boxes:
         b = boxes[-1]
         xs, ys = sorted(b["x"])[:2], sorted(b["y"])[:2]
         box = (max(0.0, xs[0]), max(0.0, ys[0]), min(float(w), xs[1]), min(float(h), ys[1]))
@@ -324,6 +325,10 @@ def joint_panel(query: str, neighbour: str, alpha: float) -> None:
     if click is not None and st.session_state.get("joint_last_click") != (chart_key, click):
         st.session_state["joint_last_click"] = (chart_key, click)
         st.session_state["joint_x"], st.session_state["joint_y"] = click
+    if box is not None and st.session_state.get("joint_last_box") != (chart_key, box):
+        st.session_state["joint_last_box"] = (chart_key, box)  # a new box replaces the point
+        st.session_state["joint_x"] = st.session_state["joint_y"] = None
+
     def clear_point() -> None:
         st.session_state["joint_x"] = st.session_state["joint_y"] = None
         st.session_state["joint_last_click"] = (chart_key, click)
@@ -339,7 +344,7 @@ def joint_panel(query: str, neighbour: str, alpha: float) -> None:
         x = px_col.number_input("Query point x (model pixels)", 0.0, float(w - 1), value=None, key="joint_x")
         y = py_col.number_input("Query point y (model pixels)", 0.0, float(h - 1), value=None, key="joint_y")
     point = (float(x), float(y)) if x is not None and y is not None else None
-    if point is not None:
+    if point is not None:  # a point typed or clicked after the box
         box = None
     try:
         fig = joint_figure(view, point, box, alpha, lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -101,7 +102,7 @@ def click_joint_point(page, index: int) -> None:
     chart = page.locator("[data-testid='stPlotlyChart']").last
     chart.scroll_into_view_if_needed()
     points = chart.locator(".scatterlayer .trace").nth(0).locator("path.point")
-    points.nth(index).wait_for(state="attached", timeout=30_000)
+    points.nth(index).wait_for(state="attached")
     box = points.nth(index).bounding_box()
     assert box is not None
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
@@ -144,6 +145,17 @@ def test_browser_walkthrough(server, browser):
     assert "query point (" in caption.inner_text()
     page.locator("[data-testid='stPlotlyChart']").last.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "joint.png"))
+    # ... or draw a box (the chart's Box Select tool): the box is projected instead
+    chart = page.locator("[data-testid='stPlotlyChart']").last
+    chart.hover()
+    chart.locator("[data-title='Box Select']").click()
+    cells = chart.locator(".scatterlayer .trace").nth(0).locator("path.point")
+    a, z = cells.nth(17).bounding_box(), cells.nth(17 + 16 * 4 + 4).bounding_box()
+    page.mouse.move(a["x"] + 2, a["y"] + 2)
+    page.mouse.down()
+    page.mouse.move(z["x"] + 10, z["y"] + 10, steps=8)
+    page.mouse.up()
+    page.get_by_text("projection of the query box").wait_for()
     # mark the pair as a bad match (reason: the default, background shortcut)
     page.locator(".st-key-label_bad button").click()
     page.get_by_text("Saved: bad match").wait_for()
@@ -170,7 +182,8 @@ def test_browser_walkthrough(server, browser):
     other.set_default_timeout(60_000)
     other.goto(page.url)
     other.locator("[data-testid='stImage']").filter(has_text="gradcam: neighbour").first.wait_for()
-    assert other.locator("[class*='st-key-nb_'] button:visible").first.inner_text().strip() == "Opened"
+    key = "nb_" + re.sub(r"[^A-Za-z0-9_-]", "-", neighbour)  # Streamlit's class for the button's key
+    other.locator(f".st-key-{key} button:visible", has_text="Opened").wait_for()
     other.close()
     # export CSV from the Labels page
     page.get_by_role("link", name="Labels").click()
@@ -205,11 +218,11 @@ def test_browser_walkthrough(server, browser):
     before = store.count(index="tiny")
     page.keyboard.press("g")
     page.wait_for_function(
-        "() => document.body.innerText.includes('" + str(before + 1) + " of ')", timeout=30_000)
+        "() => document.body.innerText.includes('" + str(before + 1) + " of ')")
     assert store.count(index="tiny", verdict="good") == 1 and store.count(index="tiny") == before + 1
     page.keyboard.press("b")
     page.wait_for_function(
-        "() => document.body.innerText.includes('" + str(before + 2) + " of ')", timeout=30_000)
+        "() => document.body.innerText.includes('" + str(before + 2) + " of ')")
     assert store.count(index="tiny", verdict="bad") == 2
     page.screenshot(path=str(SHOTS / "review.png"))
     for name in ("explore", "pair", "joint", "labels", "embedding_map", "review"):
