@@ -174,13 +174,13 @@ def current_user() -> str:
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
-def thumb(path: str, size: int = 128) -> np.ndarray | None:
-    """A padded thumbnail of a gallery image, or None when it cannot be read."""
+def thumb(path: str, size: int = 128) -> bytes | None:
+    """A padded thumbnail of a gallery image as PNG bytes (encoded once), or None when it cannot be read."""
     from simx.data import load_image
-    from simx.report import thumbnail
+    from simx.report import png_bytes, thumbnail
 
     try:
-        return thumbnail(load_image(path), size)
+        return png_bytes(thumbnail(load_image(path), size))
     except SimxError:
         return None
 
