@@ -1,9 +1,10 @@
 """``kernelshap``: Kernel SHAP on superpixels, adapted to similarity (methods.md 3.6, 6.5; checks of 10.1).
 
 Players are the M superpixels of the explained image (SLIC on the display image, ``n_segments=50``,
-``compactness=20``, ``sigma=1``, see :mod:`simx.explain.superpixels`; ``segmentation="quickshift"`` optional). For a coalition z in {0, 1}^M the explained image is
-``mask(y, z) = m_z * y + (1 - m_z) * b`` with ``m_z(u) = z[segment(u)]`` and the value is Hamilton's first-order
-value function with the model's own similarity (methods.md 6.1)::
+``compactness=20``, ``sigma=1``, see :mod:`simx.explain.superpixels`; ``segmentation="quickshift"`` optional).
+For a coalition z in {0, 1}^M the explained image is ``mask(y, z) = m_z * y + (1 - m_z) * b`` with
+``m_z(u) = z[segment(u)]``, and the value is Hamilton's first-order value function with the model's own
+similarity (methods.md 6.1)::
 
     v(z) = s(x, mask(y, z))        (s = cos, <.,.> or -||.||^2, the model's metric; x is the other image, unmasked)
 
@@ -58,7 +59,8 @@ def all_coalitions(m: int) -> np.ndarray:
     return ((codes[:, None] >> np.arange(m)) & 1).astype(np.uint8)
 
 
-def sample_coalitions(m: int, budget: int, rng: np.random.Generator, paired: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def sample_coalitions(m: int, budget: int, rng: np.random.Generator,
+                      paired: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``budget`` coalitions other than the empty and full ones with their kernel weights (summing to 1).
 
     Returns (Z (B, M) uint8, w (B,) float64). See the module docstring for the scheme."""

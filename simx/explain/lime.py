@@ -51,7 +51,8 @@ def lime_weights(z: np.ndarray, kernel_width: float = 0.25) -> np.ndarray:
     return np.sqrt(np.exp(-(d**2) / kernel_width**2))
 
 
-def weighted_ridge(z: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def weighted_ridge(z: np.ndarray, y: np.ndarray, w: np.ndarray,
+                   alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """sklearn ``Ridge(alpha, fit_intercept=True).fit(z, y, sample_weight=w)`` in closed form, for T targets at once.
 
     z (N, M), y (N, T), w (N,) -> (coef (M, T), intercept (T,), weighted R^2 (T,))."""

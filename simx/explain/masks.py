@@ -12,9 +12,10 @@ Every mask here is a *keep* mask: 1 = the pixel is kept, 0 = it is replaced by t
   and cropped to H x W. The upsampling is exactly skimage's ``resize(order=1, mode="reflect",
   anti_aliasing=False)`` used by XAITK and SANE: pixel-centre alignment (source coordinate
   x = (j + 1/2) s / U - 1/2) and mirror reflection beyond the outer cell centres, written as two (U, s)
-  interpolation matrices so a chunk of masks is one batched matrix product ``R[dy + rows] G C[dx + cols]^T``. Grids and shifts come from one numpy ``Generator``, so a seed fixes every mask; masks are produced
-  chunk by chunk (N full-resolution masks never need to exist at once) and identically on every call, which is
-  how the query side and every neighbour side share them.
+  interpolation matrices so a chunk of masks is one batched matrix product ``R[dy + rows] G C[dx + cols]^T``.
+  Grids and shifts come from one numpy ``Generator``, so a seed fixes every mask; masks are produced chunk by
+  chunk (N full-resolution masks never need to exist at once) and identically on every call, which is how the
+  query side and every neighbour side share them.
 * :func:`coalition_masks` -- superpixel coalitions z in {0, 1}^M -> pixel masks ``m(u) = z[segments(u)]``
   (methods.md 3.5 / 3.6).
 """
