@@ -230,7 +230,7 @@ def sane_panel(query: str, neighbour: str, alpha: float) -> dict | None:
                 "image": view["neighbour_image"]}
 
 
-def joint_figure(view: dict, point, box, alpha: float, lines: int) -> go.Figure:
+def joint_figure(view: dict, point, box, alpha: float, lines: int, key: str) -> go.Figure:
     from simx.explain import views as jv
 
     exp = report.as_explanation(view)
@@ -245,7 +245,7 @@ def joint_figure(view: dict, point, box, alpha: float, lines: int) -> go.Figure:
     shown = report.overlay(nimg, proj.map, max(alpha, 0.75)) if proj is not None else nimg
     fig = go.Figure()
     # images travel as PNG data URIs (a z array would be sent as JSON numbers, ~50x larger)
-    fig.add_trace(go.Image(source=ui.image_uri(f"{view['method']}|{view['similarity']}|query", qimg), x0=0, y0=0,
+    fig.add_trace(go.Image(source=ui.image_uri(f"{key}|query", qimg), x0=0, y0=0,
                            hoverinfo="skip", name="query"))
     fig.add_trace(go.Image(source=report.data_uri(shown), x0=w + gap, y0=0, hoverinfo="skip", name="neighbour"))
     centres = jv.cell_centres(exp.query_cells)
@@ -351,7 +351,7 @@ def joint_panel(query: str, neighbour: str, alpha: float) -> None:
     if point is not None:  # a point typed or clicked after the box
         box = None
     try:
-        fig = joint_figure(view, point, box, alpha, lines)
+        fig = joint_figure(view, point, box, alpha, lines, key=f"{name}|{method}|{pk}")
     except Exception as exc:  # noqa: BLE001
         ui.show_error(exc, "joint view")
         return
