@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -244,6 +245,25 @@ def get_neighbours(name: str, query: str, k: int) -> list[dict]:
 #: feature prefetch below must not interleave with a user's request.
 _EXPLAIN_LOCK = threading.Lock()
 _PREFETCHED: set[tuple] = set()
+#: People waiting for an explanation: the prefetch steps aside while anyone does.
+_WAITING = [0]
+_WAITING_LOCK = threading.Lock()
+
+
+class _UserTurn:
+    """Hold the explanation lock for a person's request, announcing the wait so the prefetch yields."""
+
+    def __enter__(self):
+        with _WAITING_LOCK:
+            _WAITING[0] += 1
+        _EXPLAIN_LOCK.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        _EXPLAIN_LOCK.release()
+        with _WAITING_LOCK:
+            _WAITING[0] -= 1
+        return False
 
 
 def _explain_view(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str,
@@ -255,7 +275,7 @@ def _explain_view(root: str, name: str, stamp: str, query: str, neighbour: str, 
     index = _open_index(root, name, stamp)
     qimg = load_image(data) if query.startswith(UPLOAD_PREFIX) else load_image(index.item(query).path)
     nimg = load_image(index.item(neighbour).path)
-    with _EXPLAIN_LOCK:
+    with _UserTurn():
         exp = explain(index.model, qimg, [nimg], method=method, side="both", seed=0, **json.loads(params_json))
         if faithfulness:
             return exp.faithfulness()
@@ -280,6 +300,8 @@ def prefetch_features(index, query: str, neighbour_ids: Sequence[str]) -> None:
             qimg = load_image(data) if query.startswith(UPLOAD_PREFIX) else load_image(index.item(query).path)
             for nid in neighbour_ids:
                 nimg = load_image(index.item(nid).path)
+                while _WAITING[0]:  # a person is waiting for an explanation: let them go first
+                    time.sleep(0.02)
                 with _EXPLAIN_LOCK:  # the unperturbed features/embeddings of both images land in the engine cache
                     ctx = PairContext(index.model, qimg, [nimg])
                     ctx.query_embedding  # noqa: B018
