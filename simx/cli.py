@@ -84,7 +84,7 @@ def add_index_build(p: argparse.ArgumentParser) -> None:
                         "(default: Flat; with --update: the index's)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N", help="images per forward pass")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="image decoding processes (default: CPU cores - 1, at most 4; 0 = decode in the main process)")
+                   help="image decoding processes (default: one per CPU core, at most 4; 0 = decode in the main process)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="where the model runs (default: cuda if "
                    "available)")
     p.add_argument("--fit", choices=("pad", "crop", "squash"), default=None,
@@ -189,7 +189,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .index import open_index
 
     index = open_index(args.name, root=args.root)
-    if args.query in index.ids:
+    if args.query in index:
         kind, hits = "id", index.search_id(args.query, args.k)
     elif os.path.exists(args.query):
         kind, hits = "image", index.search_image(args.query, args.k)

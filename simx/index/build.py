@@ -32,6 +32,8 @@ from .layout import (EMBEDDINGS_FILE, FORMAT_VERSION, INDEX_FILE, MANIFEST_FILE,
 
 #: FAISS factory used when none is given: exact search, no training.
 DEFAULT_FACTORY = "Flat"
+#: Candidates per wanted neighbour re-scored exactly for quantised indexes (see docs/benchmarks.md).
+RERANK = 4
 #: k-means wants this many training vectors per IVF list (FAISS warns below it); nlist is clamped to match.
 MIN_POINTS_PER_LIST = 39
 
@@ -187,6 +189,9 @@ def make_faiss_index(vectors: np.ndarray, factory: str, metric: str):
     index.add(vectors)
     add_s = time.perf_counter() - t0
     params = default_search_params(used)
+    # Quantised codes give approximate scores: fetch RERANK x k candidates and re-score them exactly from the
+    # stored embeddings (simx.index.search.exact_rescore); graph and IVF-Flat indexes already score exactly.
+    rerank = RERANK if re.search(r"PQ|SQ|LSH|RQ|LSQ", used) else 1
     if params:
         faiss.ParameterSpace().set_index_parameters(index, params)
     info = {
@@ -195,6 +200,7 @@ def make_faiss_index(vectors: np.ndarray, factory: str, metric: str):
         "metric_type": "l2" if metric == "l2" else "inner_product",
         "ntotal": int(index.ntotal),
         "search_params": params,
+        "rerank": rerank,
         "train_s": round(train_s, 3),
         "add_s": round(add_s, 3),
         "notes": notes,
@@ -270,8 +276,8 @@ def build_index(
     ``model``/``layer``/``metric``/``fit`` default to ``default``/the model's layer/``cosine``/the model's fit for
     a new index, and to the previous index's values with ``update=True``; an update whose explicit values differ
     from the stored ones raises :class:`ModelMismatchError` (its vectors would not be comparable). ``factory`` is
-    a ``faiss.index_factory`` string (``Flat`` by default). ``workers`` decoding processes (default: cores - 1,
-    at most 4; 0 decodes in this process). ``progress``: a tqdm bar on stderr (None: only on a terminal).
+    a ``faiss.index_factory`` string (``Flat`` by default). ``workers`` decoding processes (default: one per
+    core, at most 4; 0 decodes in this process). ``progress``: a tqdm bar on stderr (None: only on a terminal).
     Bad files are skipped and listed in ``meta.json``; a killed build leaves any previous index untouched.
     """
     t_start = time.perf_counter()

@@ -30,13 +30,19 @@ from ..data import load_image
 from ..errors import ImageLoadError
 from ..models import Preprocessing, SimModel, load_model
 
-#: Images per forward pass in a build (see benchmarks/bench_index.py for the sweep behind it).
-DEFAULT_BATCH_SIZE = 32
+#: Images per forward pass in a build: 64 was the fastest of 16/32/64 for the default model on a 2-core CPU
+#: (benchmarks/bench_index.py, docs/benchmarks.md).
+DEFAULT_BATCH_SIZE = 64
 
 
 def default_workers() -> int:
-    """Decoding worker processes for a build: one core is left to the model, at most 4 workers."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    """Decoding worker processes for a build: one per CPU core, at most 4.
+
+    On the 2-core benchmark machine 2 workers kept the model busiest (build / bare forward 0.94, against 0.81
+    with 1 worker and 0.67 decoding in the main process): workers sleep while their prefetch queue is full, so
+    they cost the model little, and one slow file never stalls a batch.
+    """
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def model_kwargs(model: SimModel) -> dict[str, Any]:

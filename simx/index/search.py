@@ -103,6 +103,10 @@ class Index:
     def __len__(self) -> int:
         return len(self.items)
 
+    def __contains__(self, item_id: object) -> bool:
+        """Whether ``item_id`` is a gallery id of this index."""
+        return item_id in self._pos
+
     def __repr__(self) -> str:
         return f"Index({self.name!r}, n={len(self)}, model={self.meta['model']['spec']!r}, metric={self.metric!r})"
 
@@ -162,6 +166,15 @@ class Index:
         tensors = [model.preprocessing.to_tensor(load_image(im)) for im in images]
         return forward(model, torch.stack(tensors))
 
+    @property
+    def rerank(self) -> int:
+        """Candidates fetched per wanted neighbour and re-scored with the exact stored embeddings (1 = none).
+
+        Set at build time for indexes whose scores are approximate (product or scalar quantisation): FAISS
+        returns ``rerank * k`` candidates, the exact similarities reorder them, and every reported score is exact.
+        """
+        return int(self.meta.get("faiss", {}).get("rerank", 1))
+
     def search_positions(self, vectors: np.ndarray, k: int,
                          exclude: Sequence[int | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Raw search on normalised vectors: ``(positions (N, k), scores (N, k))``, position -1 where fewer than
@@ -174,15 +187,19 @@ class Index:
         if k == 0 or nq == 0:
             return pos_out, score_out
         extra = 1 if exclude is not None and any(e is not None for e in exclude) else 0
-        scores, pos = self.faiss_index.search(np.ascontiguousarray(vectors, dtype=np.float32), k + extra)
-        if self.metric == "l2":
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        fetch = min(n, (k + extra) * self.rerank)
+        scores, pos = self.faiss_index.search(vectors, fetch)
+        if self.rerank > 1:
+            scores, pos = exact_rescore(vectors, pos, self.embeddings, self.metric)
+        elif self.metric == "l2":
             scores = -scores  # squared distance -> similarity
         for i in range(nq):
             drop = exclude[i] if exclude is not None else None
             keep = (pos[i] >= 0) & (pos[i] != (-2 if drop is None else drop))
-            p, s = pos[i][keep][:k], scores[i][keep][:k]
+            p, sc = pos[i][keep][:k], scores[i][keep][:k]
             pos_out[i, : len(p)] = p
-            score_out[i, : len(s)] = s
+            score_out[i, : len(sc)] = sc
         return pos_out, score_out
 
     def search(self, queries: Any, k: int = 10, exclude_self_ids: Sequence[str | None] | None = None) -> list[list[Hit]]:
@@ -213,6 +230,25 @@ class Index:
     def _hit(self, pos: int, score: float, rank: int) -> Hit:
         it = self.items[pos]
         return Hit(id=it.id, path=it.path, label=it.label, score=score, rank=rank)
+
+
+def exact_rescore(vectors: np.ndarray, positions: np.ndarray, embeddings: np.ndarray, metric: str,
+                  chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Exact similarities (higher = more similar) of each query with its candidate rows of ``embeddings``, and the
+    candidates re-sorted by them; position -1 (no candidate) stays last with score -inf."""
+    scores = np.full(positions.shape, -np.inf, dtype=np.float32)
+    for s in range(0, len(vectors), chunk):
+        pos = positions[s : s + chunk]
+        valid = pos >= 0
+        cand = np.asarray(embeddings[np.where(valid, pos, 0).ravel()], dtype=np.float32)
+        cand = cand.reshape(pos.shape[0], pos.shape[1], -1)
+        q = vectors[s : s + chunk]
+        sim = np.einsum("qcd,qd->qc", cand, q)
+        if metric == "l2":  # -||c - q||^2 = 2 c.q - ||c||^2 - ||q||^2
+            sim = 2 * sim - np.einsum("qcd,qcd->qc", cand, cand) - np.einsum("qd,qd->q", q, q)[:, None]
+        scores[s : s + chunk] = np.where(valid, sim, -np.inf)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(positions, order, axis=1)
 
 
 def check_model(index: Index, model: SimModel) -> None:

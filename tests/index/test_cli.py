@@ -44,7 +44,7 @@ def test_help_documents_every_command_and_option(capsys):
     for opt in ("--name", "--model", "--layer", "--metric", "--factory", "--batch-size", "--workers", "--device",
                 "--fit", "--update", "--root", "--quiet", "SOURCE", "SIMX_INDEXES"):
         assert opt in build, opt
-    assert "default: 32" in build  # defaults are shown
+    assert "default: 64" in build  # defaults are shown
     for argv, opts in ((("index", "list"), ("--json", "--root")), (("index", "info"), ("NAME", "--json")),
                        (("search",), ("IMAGE_OR_ID", "-k", "--json")),
                        (("eval",), ("-k", "--json", "--csv", "--level", "{full,top}"))):

@@ -11,6 +11,7 @@ import torch
 
 from simx.errors import ModelMismatchError, SimxError, SimxIndexError
 from simx.index import Hit, build_index, list_indexes, open_index
+from simx.index.search import exact_rescore
 from simx.models import load_model
 from simx.models.toy import tiny_linear
 
@@ -86,6 +87,7 @@ def test_unknown_id_is_an_error(built, root):
     with pytest.raises(SimxError, match="no item with id"):
         index.item("nope")
     assert index.item("blue/1.png").label == "blue"
+    assert "blue/1.png" in index and "nope" not in index
 
 
 def test_l2_scores_are_negative_squared_distances(gallery, root):
@@ -99,6 +101,17 @@ def test_l2_scores_are_negative_squared_distances(gallery, root):
     sim = load_model(TINY, metric="l2").similarity(torch.from_numpy(emb[4:5]),
                                                    torch.from_numpy(emb[[index.position(h.id) for h in hits]]))
     np.testing.assert_allclose([h.score for h in hits], sim[0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_exact_rescore_reorders_candidates(metric):
+    emb = np.array([[1, 0], [0.6, 0.8], [0, 1], [-1, 0]], np.float32)
+    q = np.array([[0.8, 0.6]], np.float32)
+    scores, pos = exact_rescore(q, np.array([[3, 2, -1, 0, 1]]), emb, metric)
+    assert pos.tolist() == [[1, 0, 2, 3, -1]]  # best first, the missing candidate last
+    expected = [float(q[0] @ emb[i]) if metric == "cosine" else -float(((q[0] - emb[i]) ** 2).sum()) for i in (1, 0, 2, 3)]
+    np.testing.assert_allclose(scores[0, :4], expected, rtol=1e-6)
+    assert scores[0, 4] == -np.inf
 
 
 def test_model_loads_lazily_with_recorded_settings(built, root):
