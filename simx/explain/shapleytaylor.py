@@ -55,11 +55,12 @@ Forwards per pair: A + n_x + 1 on the query side (shared by all K neighbours) pl
 ``design="exact"``: all 2^n_x query coalitions times all 2^n_y neighbour coalitions, i.e. every coalition of the
 joint game from 2^n_x + 2^n_y forwards, then :func:`exact_indices` (validation on down-sized games, 11.3 step 5).
 
-Defaults: SLIC on the display image (``simx.explain.superpixels``), ``n_segments=16`` per image (about 12-20 after
-SLIC; 11.3 suggests 20-50, fewer keep the n(n - 1)/2 parameters fittable from a few hundred forwards),
-``compactness=10``, ``n_masks=128`` per side (16,384 coalitions, about 10-20 x the parameter count), ``baseline="mean"``
-(zero in normalised space, as kernelshap). Cells are the superpixels: ``query_cells`` {"kind": "segments",
-"segments": (H, W)}, ``neighbour_cells`` with (K, H, W) segments; ``joint`` is zero-padded to the widest neighbour.
+Defaults: SLIC on the display image (``simx.explain.superpixels``), ``n_segments=16`` per image (9-15 superpixels
+on the 224 px demo scenes; 11.3 suggests 20-50, fewer keep the n(n - 1)/2 parameters fittable from a few hundred
+forwards), ``compactness=10``, ``n_masks=128`` per side (16,384 coalitions, 30-60 x the parameter count at 20-30
+players), ``baseline="mean"`` (zero in normalised space, as kernelshap). Cells are the superpixels:
+``query_cells`` {"kind": "segments", "segments": (H, W)}, ``neighbour_cells`` with (K, H, W) segments; ``joint`` is
+zero-padded to the widest neighbour.
 Marginals: ``query_maps`` / ``neighbour_maps`` paint the Shapley value of each player in the fitted quadratic
 surrogate, phi_i + 1/2 sum_{j != i} Phi({i, j}) (exact Shapley values when the game has no interactions of order > 2).
 """
@@ -151,7 +152,7 @@ def exact_from_values(values: np.ndarray, n: int) -> tuple[float, np.ndarray, np
     return sti_from_dividends(mobius(values, n), n)
 
 
-# -- the kernel estimator (6.4) ---------------------------------------------------------------------------------------
+# -- the kernel estimator (6.4) --------------------------------------------------------------------------------------
 
 
 def kernel_weight(s: np.ndarray | int, n: int) -> np.ndarray:
@@ -309,7 +310,7 @@ def _all_of_size(n: int, size: int) -> np.ndarray:
     return z
 
 
-# -- the Monte-Carlo estimator (6.3) -------------------------------------------------------------------------------------
+# -- the Monte-Carlo estimator (6.3) ---------------------------------------------------------------------------------
 
 
 def sampling_evaluations(n: int, budget: int) -> tuple[int, int]:
@@ -354,7 +355,7 @@ def sampling_indices(value_fn: ValueFn, n: int, budget: int, seed: int = 0) -> t
     return float(vc[0]), vc[1:] - vc[0], pairs
 
 
-# -- the product design for search (6.4, "search-specific speed-up") ----------------------------------------------------------
+# -- the product design for search (6.4, "search-specific speed-up") -------------------------------------------------
 
 
 def side_size_distribution(n_side: int) -> np.ndarray:
@@ -443,7 +444,7 @@ def product_game_indices(value_fn: ValueFn, nx: int, ny: int, a: int, b: int,
     return product_indices(sims, zx, zy, mx, my, vc[0], vc[1 : nx + ny + 1], vc[-1])
 
 
-# -- the registered method ---------------------------------------------------------------------------------------------
+# -- the registered method -------------------------------------------------------------------------------------------
 
 
 def _embed_coalitions(ctx: PairContext, image: torch.Tensor, segments: np.ndarray, z: np.ndarray,
@@ -545,6 +546,7 @@ def attribute(ctx: PairContext, side: str = "both", n_segments: int = 16, compac
 
 
 __all__ = ["exact_indices", "kernel_indices", "sampling_indices", "mobius", "inverse_mobius", "sti_from_dividends",
-           "kernel_weight", "kernel_size_distribution", "fit_constrained", "SIZE_DESIGNS", "product_indices", "product_game_indices",
+           "kernel_weight", "kernel_size_distribution", "fit_constrained", "SIZE_DESIGNS", "product_indices",
+           "product_game_indices",
            "side_design", "side_size_distribution", "all_coalitions", "sampling_evaluations", "exact_from_values",
            "harsanyi_recursive"]

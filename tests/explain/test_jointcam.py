@@ -72,7 +72,8 @@ def test_sum_plus_bias_terms_equals_similarity(metric, pool):
     total = exp.joint.astype(np.float64).sum(axis=(1, 2)) + exp.extras["bias_terms"]
     np.testing.assert_allclose(total, exp.similarities, rtol=1e-4, atol=1e-5)
     # the bias bookkeeping is itemised: query map + neighbour map + constant
-    parts = exp.extras["query_bias"].sum((1, 2)) + exp.extras["neighbour_bias"].sum((1, 2)) + exp.extras["bias_constant"]
+    ex = exp.extras
+    parts = ex["query_bias"].sum((1, 2)) + ex["neighbour_bias"].sum((1, 2)) + ex["bias_constant"]
     np.testing.assert_allclose(parts, exp.extras["bias_terms"], rtol=1e-5, atol=1e-6)
     if metric == "ip" and pool == "avg":
         # the bias terms are not zero here, so the check above is not vacuous

@@ -134,7 +134,7 @@ def test_dummy_and_symmetric_players():
     np.testing.assert_allclose(pairs[0, 2:], pairs[1, 2:], atol=1e-12)
 
 
-# -- the kernel estimator ---------------------------------------------------------------------------------------------
+# -- the kernel estimator --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("n", range(4, 11))
@@ -145,8 +145,8 @@ def test_kernel_with_all_coalitions_equals_exact(n):
 
 
 def test_kernel_and_sampling_converge_with_budget():
-    """Mean squared error of the pair indices over 6 random MLP games (n = 11) x seeds falls with the budget for both size
-    designs of the kernel estimator and for Monte-Carlo; the kernel estimator beats Monte-Carlo at equal
+    """Mean squared error of the pair indices over 6 random MLP games (n = 11) x seeds falls with the budget for
+    both size designs of the kernel estimator and for Monte-Carlo; the kernel estimator beats Monte-Carlo at equal
     evaluations, and the stratified design beats i.i.d. sizes (6.4's check; 7.6 in small)."""
     n = 11
     iu = np.triu_indices(n, 1)
@@ -180,7 +180,7 @@ def test_sampling_estimator_is_unbiased_and_counts_evaluations():
     assert np.abs(est - exact).max() < 0.15  # 300 x 16 samples per pair of a N(0, 1) table game
 
 
-# -- the product design (A + B forwards -> A x B coalitions) ---------------------------------------------------------------
+# -- the product design (A + B forwards -> A x B coalitions) ---------------------------------------------------------
 
 
 def test_product_design_is_exact_once_every_size_is_enumerated():
@@ -204,7 +204,7 @@ def test_product_design_converges():
     assert errs[0] > errs[1] > errs[2] and errs[2] < 0.05
 
 
-# -- the registered image method -----------------------------------------------------------------------------------------
+# -- the registered image method -------------------------------------------------------------------------------------
 
 
 def _inputs(seed: int, k: int = 2, size: int = 32):
