@@ -268,7 +268,7 @@ def marginal_maps(explanation: Any, k: int = 0, smooth: bool = True) -> tuple[np
     return paint(qc, rows, smooth=smooth), paint(nc, cols, smooth=smooth)
 
 
-# -- the figure ---------------------------------------------------------------------------------------------------------
+# -- the figure ------------------------------------------------------------------------------------------------------
 
 
 def _boundaries(ids: np.ndarray) -> np.ndarray:
