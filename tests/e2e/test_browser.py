@@ -220,6 +220,11 @@ def test_browser_walkthrough(server, browser):
     page.wait_for_function(
         "() => document.body.innerText.includes('" + str(before + 1) + " of ')")
     assert store.count(index="tiny", verdict="good") == 1 and store.count(index="tiny") == before + 1
+    # the page re-renders after a verdict: press B only once the next pair's buttons are live again (a key
+    # pressed during the rerun is dropped by the browser, which made this step flaky on a loaded machine)
+    page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')")
+    page.locator(".st-key-rq_bad button").wait_for(state="visible")
+    page.wait_for_timeout(500)
     page.keyboard.press("b")
     page.wait_for_function(
         "() => document.body.innerText.includes('" + str(before + 2) + " of ')")
