@@ -12,8 +12,8 @@
     power-law spectrum (variance of the i-th principal direction ~ 1/i, random basis), L2-normalised; the 1000
     queries are fresh draws from the same mixture. Per index: build (train + add) time, memory (bytes of the
     index), single-query latency p50/p99, batched latency (1000 queries at once) and recall@10 against exact
-    search. IVF-PQ is measured as FAISS returns it and with simx's exact re-ranking (4k candidates re-scored
-    with the stored embeddings, which simx indexes of a quantised type do). An index whose build is projected
+    search. IVF-PQ is measured as FAISS returns it and with simx's exact re-ranking (r x k candidates re-scored
+    with the stored embeddings; simx indexes of a quantised type use r = 16). An index whose build is projected
     past ``--build-budget`` seconds (15 min) is stopped and its measured build rate is reported instead.
 
 Prints markdown tables and writes everything to ``--out`` (JSON). Not a test: it takes from minutes (--quick) to
@@ -471,7 +471,7 @@ def main() -> None:
     p.add_argument("--skip-embedding", action="store_true")
     p.add_argument("--skip-faiss", action="store_true")
     p.add_argument("--skip-hnsw", action="store_true", help="FAISS part: only Flat (the ground truth) and IVF-PQ")
-    p.add_argument("--rerank", type=int, nargs="+", default=[1, 4],
+    p.add_argument("--rerank", type=int, nargs="+", default=[1, 4, 16],
                    help="IVF-PQ candidates per neighbour re-scored exactly (1 = the PQ ranking as is)")
     p.add_argument("--json", dest="out", default=os.path.join(tempfile.gettempdir(), "simx-bench", "bench_index.json"),
                    help="where to write all measurements as JSON")

@@ -33,7 +33,7 @@ from .layout import (EMBEDDINGS_FILE, FORMAT_VERSION, INDEX_FILE, MANIFEST_FILE,
 #: FAISS factory used when none is given: exact search, no training.
 DEFAULT_FACTORY = "Flat"
 #: Candidates per wanted neighbour re-scored exactly for quantised indexes (see docs/benchmarks.md).
-RERANK = 4
+RERANK = 16
 #: k-means wants this many training vectors per IVF list (FAISS warns below it); nlist is clamped to match.
 MIN_POINTS_PER_LIST = 39
 
@@ -127,7 +127,7 @@ def fit_factory(factory: str, n: int) -> tuple[str, list[str]]:
 def default_search_params(factory: str) -> str:
     """Search-time FAISS parameters stored in meta.json (``faiss.ParameterSpace`` syntax).
 
-    IVF: ``nprobe`` = 1/8 of the lists, between 1 and 64; HNSW: ``efSearch=64``. Chosen from the recall/latency
+    IVF: ``nprobe`` = 1/8 of the lists, between 1 and 64; HNSW: ``efSearch=128``. Chosen from the recall/latency
     sweep in ``benchmarks/bench_index.py`` (docs/benchmarks.md).
     """
     params = []
@@ -135,7 +135,7 @@ def default_search_params(factory: str) -> str:
     if m:
         params.append(f"nprobe={min(int(m.group(1)), max(1, min(64, int(m.group(1)) // 8)))}")
     if "HNSW" in factory:
-        params.append("efSearch=64")
+        params.append("efSearch=128")
     return ",".join(params)
 
 

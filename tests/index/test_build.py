@@ -90,7 +90,7 @@ def test_other_factories_build_and_search(gallery, root, factory):
         assert "clamped from 4096 to 1" in res.meta["faiss"]["notes"][0]
         assert "clamped" in res.summary()
     else:
-        assert res.meta["faiss"]["search_params"] == "efSearch=64"
+        assert res.meta["faiss"]["search_params"] == "efSearch=128"
 
 
 def test_ivf_pq_build_from_images(tmp_path, root):
@@ -103,8 +103,8 @@ def test_ivf_pq_build_from_images(tmp_path, root):
     assert index.faiss_index.ntotal == 45 and index.faiss_index.is_trained
     hits = index.search_id(index.ids[0], k=10)
     assert len(hits) == 10 and all(h.id != index.ids[0] for h in hits)
-    # PQ codes only shortlist 4 x k candidates; their reported scores are the exact cosines of the stored vectors.
-    assert res.meta["faiss"]["rerank"] == 4
+    # PQ codes only shortlist 16 x k candidates; their reported scores are the exact cosines of the stored vectors.
+    assert res.meta["faiss"]["rerank"] == 16
     emb = np.asarray(index.embeddings)
     for h in hits:
         assert h.score == pytest.approx(float(emb[0] @ emb[index.position(h.id)]), abs=1e-5)
