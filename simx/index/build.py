@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import __version__ as simx_version
 from ..data import Item, file_fingerprint, items_to_records, open_gallery
-from ..errors import GalleryError, ModelMismatchError, SimxIndexError
+from ..errors import GalleryError, ModelMismatchError, SimxError, SimxIndexError
 from ..models import Preprocessing, SimModel, load_model
 from .embed import DEFAULT_BATCH_SIZE, default_workers, embed_paths, prepare_model
 from .layout import (EMBEDDINGS_FILE, FORMAT_VERSION, INDEX_FILE, MANIFEST_FILE, META_FILE, check_name, clean_stale,
@@ -223,6 +223,11 @@ def software_versions() -> dict[str, str]:
 
 def _resolve_model(spec: str, layer: str | None, metric: str, device: str | None, fit: str | None,
                    preprocessing: Preprocessing | None) -> SimModel:
+    if device is not None and str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SimxError(f"--device {device} was asked for but torch sees no CUDA device; use --device cpu")
     model = load_model(spec, layer=layer, metric=metric, device=device, preprocessing=preprocessing)
     if fit and model.preprocessing.fit != fit:
         model = load_model(spec, layer=layer, metric=metric, device=device,

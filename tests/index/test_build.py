@@ -115,14 +115,14 @@ def test_ivf_pq_build_from_images(tmp_path, root):
 
 
 def test_ivf_pq_on_synthetic_vectors_finds_cluster_mates():
-    factory, dim, n = "IVF32,PQ8x4", 32, 1500
+    factory, dim, n = "IVF16,PQ8x4", 32, 800
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(30, dim))
     cluster = rng.integers(0, 30, n)
     x = centres[cluster] + 0.1 * rng.normal(size=(n, dim))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     index, info = make_faiss_index(x, factory, "cosine")
-    assert info["factory_used"] == factory and info["ntotal"] == n and info["search_params"] == "nprobe=4"
+    assert info["factory_used"] == factory and info["ntotal"] == n and info["search_params"] == "nprobe=2"
     assert index.is_trained
     _, approx = index.search(x[:200], 5)
     assert (cluster[approx] == cluster[:200, None]).mean() > 0.9

@@ -123,6 +123,9 @@ def test_errors_are_one_line_with_exit_code_2(cli_index, tmp_path, capsys):
     assert code == 2 and "has no labels" in err
     code, _, err = run(capsys, "index", "build", str(tmp_path / "missing"), "--name", "m", "--root", str(cli_index))
     assert code == 2 and "gallery source not found" in err
+    code, _, err = run(capsys, "index", "build", str(tmp_path / "flat"), "--name", "c", "--model", TINY,
+                       "--device", "cuda", "--root", str(cli_index))  # the tests hide CUDA (tests/conftest.py)
+    assert code == 2 and "torch sees no CUDA device" in err
     with pytest.raises(SystemExit) as exc:  # argparse usage errors keep argparse's exit status 2
         main(["index", "build", "--name", "x"])
     assert exc.value.code == 2
