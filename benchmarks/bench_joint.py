@@ -379,7 +379,9 @@ def part_c(args, model, work: Path) -> dict[str, Any]:
     methods = [m for m in METHODS_C if m[0] in args.methods_c]
     for label, method, params in methods:
         done, t_method, recs = 0, 0.0, []
-        limit = limits.get(method, len(pairs))
+        limit = limits.get(method, args.closed_pairs or len(pairs))
+        if method not in limits and args.closed_pairs and args.closed_pairs < len(pairs):
+            label = f"{label} (first {args.closed_pairs} pairs)"  # the perturbation methods' subset
         for qid, idx in groups.items():
             if done >= limit:
                 break
@@ -530,8 +532,13 @@ def render(a: dict | None, b: dict | None, c: dict | None) -> str:
         lines.append("| method | pairs | hit | IoU | faithfulness s | random: hit | IoU | s | oracle box s | "
                      "time per pair |")
         lines.append("|---|---|---|---|---|---|---|---|---|---|")
-        for label, r in sorted(s.items(), key=lambda kv: [m[0] for m in METHODS_C].index(kv[0])
-                               if kv[0] in [m[0] for m in METHODS_C] else 99):
+        names = [m[0] for m in METHODS_C]
+
+        def order(kv):
+            base = kv[0].split(" (")[0]
+            return (" (" in kv[0], names.index(base) if base in names else 99)
+
+        for label, r in sorted(s.items(), key=order):
             lines.append(f"| {label} | {r['pairs']} | {r['hit']:.3f} ± {r['hit_se']:.3f} | {r['iou']:.3f} ± "
                          f"{r['iou_se']:.3f} | {r['faith']:.3f} | {r['random_hit']:.3f} | {r['random_iou']:.3f} | "
                          f"{r['random_faith']:.3f} | {r['oracle_faith']:.3f} | {fmt_ms(r['seconds_per_pair'])} |")
@@ -565,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="seeds per network in (b)")
     ap.add_argument("--pairs", type=int, default=200, help="scene pairs in (c)")
     ap.add_argument("--perturbation-pairs", type=int, default=200, help="pairs for jointsbsm / shapleytaylor in (c)")
+    ap.add_argument("--closed-pairs", type=int, default=0,
+                    help="run jointcam / jointhessian of (c) on the first N pairs only, as a row of its own")
     ap.add_argument("--methods-c", default=",".join(m[0] for m in METHODS_C), help="methods of (c)")
     ap.add_argument("--work", default=None, help="folder for generated scenes (default: a temporary folder)")
     ap.add_argument("--write-docs", action="store_true", help="write the section into docs/benchmarks.md")
