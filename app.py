@@ -30,3 +30,4 @@ PAGES = [
 
 nav = st.navigation(PAGES, position="hidden" if ui.presentation() else "sidebar")
 nav.run()
+ui.freeze_long_lived()
