@@ -148,6 +148,37 @@ def time_joint(page, clicks: int) -> list[float]:
     return out
 
 
+def take_screenshots(page, base_url: str, query: str, method: str, out: Path) -> None:
+    """The README's pictures, taken on the demo index after the timings: the neighbour grid, the pair view with
+    three saliency methods, the joint view with a projected point."""
+    out.mkdir(parents=True, exist_ok=True)
+    methods = f"{method},sbsm,rise"
+    page.goto(f"{base_url}&query={quote(query, safe='')}&methods={methods}")
+    page.get_by_text("Top 10 neighbours").wait_for()
+    page.wait_for_timeout(1500)  # thumbnails
+    page.screenshot(path=str(out / "demo_explore.png"))
+    page.locator("[class*='st-key-nb_'] button:visible").first.click()
+    for m in methods.split(","):
+        wait_map(page, m)
+    page.locator("[data-testid='stImage']").filter(has_text=f"{method}: neighbour").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(out / "demo_pair.png"))
+    page.get_by_text("Click a point (or drag a box)").wait_for()
+    chart = page.locator("[data-testid='stPlotlyChart']").last
+    chart.scroll_into_view_if_needed()
+    points = chart.locator(".scatterlayer .trace").nth(0).locator("path.point")
+    points.first.wait_for(state="attached")
+    n = points.count()
+    target = points.nth(min(n - 1, n // 2 + int(n ** 0.5) // 2))  # a cell a little right of the centre
+    box = target.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.get_by_text("Heat map on the neighbour").wait_for(state="visible")
+    page.wait_for_timeout(500)
+    chart.scroll_into_view_if_needed()
+    page.screenshot(path=str(out / "demo_joint.png"))
+    print(f"screenshots in {out}: demo_explore.png, demo_pair.png, demo_joint.png", file=sys.stderr)
+
+
 def summarize(xs: list[float]) -> str:
     if not xs:
         return "n/a"
@@ -173,6 +204,9 @@ def main() -> int:
     ap.add_argument("--think", type=float, default=2.0, help="seconds on the neighbour grid before a 'thinking' click")
     ap.add_argument("--clicks", type=int, default=8)
     ap.add_argument("--method", default="gradcam")
+    ap.add_argument("--screenshots", metavar="DIR", default=None,
+                    help="also save screenshots of the demo index (explore, pair, joint) into DIR (the README's: "
+                         "docs/img)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args()
     if not Path(CHROMIUM).exists():
@@ -199,6 +233,8 @@ def main() -> int:
             base = f"http://localhost:{port}/?index={quote(name)}"
             cold, immediate, thought, back = time_pairs(page, base, queries, args.method, args.think)
             joint = time_joint(page, args.clicks)
+            if args.screenshots:
+                take_screenshots(page, base, queries[0], args.method, Path(args.screenshots))
             browser.close()
     finally:
         proc.terminate()
