@@ -13,7 +13,8 @@ built on the fly with the default model):
 Targets: < 1.5 s to the first gradient map, < 300 ms for a joint-view click. Results are printed and written to
 ``docs/benchmarks.md`` under ``## Dashboard (issue 7)`` (only that section is replaced).
 
-    .venv/bin/python benchmarks/bench_app.py [--index scenes] [--root indexes] [--pairs 6] [--clicks 8]
+    .venv/bin/python benchmarks/bench_app.py [--index scenes] [--root indexes] [--pairs 10] [--clicks 8]
+    .venv/bin/python benchmarks/bench_app.py --pairs 2 --clicks 1 --no-write --screenshots docs/img  # README pictures
 """
 
 from __future__ import annotations
@@ -148,11 +149,12 @@ def time_joint(page, clicks: int) -> list[float]:
     return out
 
 
-def take_screenshots(page, base_url: str, query: str, method: str, out: Path) -> None:
+def take_screenshots(page, base_url: str, query: str, method: str, out: Path,
+                     point: tuple[float, float] | None = None) -> None:
     """The README's pictures, taken on the demo index after the timings: the neighbour grid, the pair view with
     three saliency methods, the joint view with a projected point."""
     out.mkdir(parents=True, exist_ok=True)
-    methods = f"{method},sbsm,rise"
+    methods = f"{method},searchcam,sbsm"
     page.goto(f"{base_url}&query={quote(query, safe='')}&methods={methods}")
     page.get_by_text("Top 10 neighbours").wait_for()
     page.wait_for_timeout(1500)  # thumbnails
@@ -169,7 +171,13 @@ def take_screenshots(page, base_url: str, query: str, method: str, out: Path) ->
     points = chart.locator(".scatterlayer .trace").nth(0).locator("path.point")
     points.first.wait_for(state="attached")
     n = points.count()
-    target = points.nth(min(n - 1, n // 2 + int(n ** 0.5) // 2))  # a cell a little right of the centre
+    pick = n // 2  # the centre cell, or the cell nearest ``point`` (model pixels)
+    if point is not None:
+        pick = page.evaluate(
+            "([el, p]) => { const t = el.querySelector('.js-plotly-plot')._fullData[2]; let b = 0, d = Infinity;"
+            " for (let i = 0; i < t.x.length; i++) { const e = (t.x[i] - p[0]) ** 2 + (t.y[i] - p[1]) ** 2;"
+            " if (e < d) { d = e; b = i; } } return b; }", [chart.element_handle(), list(point)])
+    target = points.nth(pick)
     box = target.bounding_box()
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.get_by_text("Heat map on the neighbour").wait_for(state="visible")
@@ -177,6 +185,23 @@ def take_screenshots(page, base_url: str, query: str, method: str, out: Path) ->
     chart.scroll_into_view_if_needed()
     page.screenshot(path=str(out / "demo_joint.png"))
     print(f"screenshots in {out}: demo_explore.png, demo_pair.png, demo_joint.png", file=sys.stderr)
+
+
+def object_centre(index, item_id: str) -> tuple[float, float] | None:
+    """Centre, in model-input pixels, of the demo scene's object that its top neighbour also holds (else its first
+    object; None without boxes)."""
+    from PIL import Image
+
+    item = index.item(item_id)
+    boxes = getattr(item, "boxes", None) or []
+    if not boxes:
+        return None
+    other = index.item(index.search_id(item_id, 1)[0].id)
+    shared = {b.get("stamp") for b in (getattr(other, "boxes", None) or [])}
+    b = next((b for b in boxes if b.get("stamp") in shared), boxes[0])
+    with Image.open(item.path) as im:
+        s, dx, dy = index.model.preprocessing.box_transform(*im.size)
+    return ((b["x0"] + b["x1"]) / 2 * s + dx, (b["y0"] + b["y1"]) / 2 * s + dy)
 
 
 def summarize(xs: list[float]) -> str:
@@ -234,7 +259,8 @@ def main() -> int:
             cold, immediate, thought, back = time_pairs(page, base, queries, args.method, args.think)
             joint = time_joint(page, args.clicks)
             if args.screenshots:
-                take_screenshots(page, base, queries[0], args.method, Path(args.screenshots))
+                take_screenshots(page, base, queries[0], args.method, Path(args.screenshots),
+                                 object_centre(index, queries[0]))
             browser.close()
     finally:
         proc.terminate()

@@ -67,7 +67,7 @@ def compute(embeddings: np.ndarray, method: str = "auto", metric: str = "cosine"
     if method in ("auto", "umap") and umap_available() and x.shape[0] >= 5:
         import umap
 
-        reducer = umap.UMAP(n_components=2, n_neighbors=min(15, x.shape[0] - 1), random_state=seed,
+        reducer = umap.UMAP(n_components=2, n_neighbors=min(15, x.shape[0] - 1), random_state=seed, n_jobs=1,
                             metric="cosine" if metric == "cosine" else "euclidean")
         return np.asarray(reducer.fit_transform(x), dtype=np.float32), "umap"
     return pca_2d(x), "pca"

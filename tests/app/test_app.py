@@ -308,3 +308,25 @@ def test_model_mismatch_is_a_message(indexes):
     at = run(app(index="tiny"))
     err = texts(at.error)
     assert "Cannot open index 'tiny'" in err and "different model" in err
+
+
+def test_imported_modules_are_frozen_out_of_the_collector_once_per_import(indexes):
+    """The dashboard freezes what it has imported (gc.freeze) so full collections skip torch/plotly/Streamlit; a
+    second run that imports nothing new freezes nothing more."""
+    import gc
+    import sys
+
+    from pages import _common as ui
+
+    gc.unfreeze()
+    ui._FROZEN_MODULES[0] = 0
+    try:
+        ui.freeze_long_lived()
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000 and ui._FROZEN_MODULES[0] == len(sys.modules)
+        junk = [[i] for i in range(5000)]  # new objects, no new module: left to the collector
+        ui.freeze_long_lived()
+        assert gc.get_freeze_count() == frozen
+        del junk
+    finally:
+        gc.unfreeze()

@@ -101,3 +101,38 @@ def test_label_confusion_rows_are_shares():
     assert np.allclose(conf.sum(axis=1), 1.0)
     raw = report.label_confusion(per_query, labels, normalise=False)
     assert raw.values.sum() == 6
+
+
+def test_umap_projection_keeps_clusters_apart_and_is_stored_as_umap(tmp_path):
+    pytest.importorskip("umap", reason="umap-learn is a test dependency; without it the map falls back to PCA")
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(3, 16)) * 4.0
+    labels = np.repeat(np.arange(3), 25)
+    emb = (centres[labels] + rng.normal(size=(75, 16)) * 0.3).astype(np.float32)
+    idx = fake_index(tmp_path, emb)
+    idx.metric = "l2"
+    df = proj.projection(idx)
+    assert df.attrs["method"] == "umap"
+    xy = df[["x", "y"]].to_numpy()
+    # every point's nearest 2-D neighbour comes from its own cluster
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    assert (labels[d.argmin(axis=1)] == labels).mean() == 1.0
+    meta = (tmp_path / proj.PROJECTION_META).read_text()
+    assert '"method": "umap"' in meta
+    assert proj.projection(idx, method="pca").attrs["method"] == "pca"  # asked for PCA: recomputed as PCA
+
+
+def test_jpeg_data_uri_is_a_smaller_faithful_picture():
+    import base64
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:224, 0:224]
+    img = np.stack([xx, yy, (xx + yy) // 2], -1).astype(np.uint8) + rng.integers(0, 8, (224, 224, 3), dtype=np.uint8)
+    png, jpg = report.data_uri(img), report.data_uri(img, fmt="jpeg")
+    assert png.startswith("data:image/png;base64,") and jpg.startswith("data:image/jpeg;base64,")
+    assert len(jpg) < len(png) / 2
+    back = np.asarray(Image.open(io.BytesIO(base64.b64decode(jpg.split(",", 1)[1]))).convert("RGB"), np.float32)
+    assert back.shape == img.shape and np.abs(back - img).mean() < 4.0
+    with pytest.raises(ValueError, match="png' or 'jpeg"):
+        report.data_uri(img, fmt="gif")
