@@ -15,15 +15,18 @@ say() { printf '\033[1m[simx setup]\033[0m %s\n' "$*" >&2; }
 apt_pkgs=()
 [ -d /usr/share/tuxpaint/stamps ] || apt_pkgs+=(tuxpaint-stamps-default)
 if [ "$want_test" = 1 ] && ! command -v chromium >/dev/null 2>&1; then apt_pkgs+=(chromium); fi
+# a throw-away PostgreSQL server for the label-store tests (SQLite is the default store; PostgreSQL is optional)
+if [ "$want_test" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_pkgs+=(postgresql); fi
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${apt_pkgs[*]} with apt-get"
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}"; } >/tmp/simx-apt.log 2>&1; then
-      say "apt-get failed (see /tmp/simx-apt.log): the demo falls back to generated images, browser tests are skipped"
+      say "apt-get failed (see /tmp/simx-apt.log): the demo falls back to generated images, browser and PostgreSQL tests are skipped"
     fi
   else
     say "not root or no apt-get: skipping ${apt_pkgs[*]} (sudo apt-get install ${apt_pkgs[*]} to get them)."
-    say "Without tuxpaint-stamps-default the demo uses generated images; without chromium browser tests are skipped."
+    say "Without tuxpaint-stamps-default the demo uses generated images; without chromium browser tests are skipped;"
+    say "without postgresql the PostgreSQL label-store tests are skipped."
   fi
 fi
 

@@ -135,34 +135,40 @@ def test_triplets(store, tmp_path):
     assert [json.loads(x)["negative"] for x in jl.splitlines()] == ["bad1", "bad2"]
 
 
-def test_concurrent_writers_lose_nothing(tmp_path):
-    url = f"sqlite:///{tmp_path / 'busy.sqlite'}"
+def write_concurrently(url: str, threads: int = 8, per_thread: int = 500) -> None:
+    """``threads`` threads, each with its own store object on ``url``, put ``per_thread`` labels at once; then
+    every one of them is there."""
     errors: list[BaseException] = []
-    start = threading.Barrier(8)
+    start = threading.Barrier(threads)
 
     def writer(t: int) -> None:
         store = LabelStore(url)  # each thread its own store object on the shared database
         try:
             start.wait()
-            for i in range(500):
+            for i in range(per_thread):
                 store.put("idx", f"q{t}", f"n{i}", "good" if i % 2 else "bad",
-                          reason=None if i % 2 else "other", user=f"user{t}", rank=i, score=i / 500)
+                          reason=None if i % 2 else "other", user=f"user{t}", rank=i, score=i / per_thread)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
-    for th in threads:
+    pool = [threading.Thread(target=writer, args=(t,)) for t in range(threads)]
+    for th in pool:
         th.start()
-    for th in threads:
+    for th in pool:
         th.join()
     assert not errors, errors
     store = LabelStore(url)
-    assert store.count(index="idx") == 4000
+    total = threads * per_thread
+    assert store.count(index="idx") == total
     c = store.counts(index="idx")
-    assert c["verdict"] == {"good": 2000, "bad": 2000}
-    assert c["user"] == {f"user{t}": 500 for t in range(8)}
-    assert len(store.labelled_pairs("idx")) == 4000
-    assert len(store.history(index="idx")) == 4000
+    assert c["verdict"] == {"good": total // 2, "bad": total // 2}
+    assert c["user"] == {f"user{t}": per_thread for t in range(threads)}
+    assert len(store.labelled_pairs("idx")) == total
+    assert len(store.history(index="idx")) == total
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    write_concurrently(f"sqlite:///{tmp_path / 'busy.sqlite'}")
 
 
 def test_labels_survive_an_index_rebuild(tmp_path, monkeypatch):
