@@ -63,6 +63,19 @@ class _FeatureCache:
     def clear(self) -> None:
         self._data.clear()
 
+    def discard(self, model: SimModel) -> int:
+        """Drop every entry of ``model`` (e.g. a temporary clone with re-initialised weights); returns how many."""
+        token = model.__dict__.get("_feature_cache_token")
+        if token is None:
+            return 0
+        keys = [k for k in list(self._data) if k[0] == token and k[1] == model.spec]
+        for k in keys:
+            self._data.pop(k, None)
+        return len(keys)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
 
 FEATURE_CACHE = _FeatureCache()
 

@@ -525,6 +525,7 @@ def randomise_layer(model: SimModel, seed: int = 0) -> tuple[SimModel, str]:
     clone = copy.deepcopy(model)
     # a spec of its own, so the unperturbed-feature cache can never mix the copy with another model
     clone.spec = f"{model.spec}#randomised-{uuid.uuid4().hex[:12]}"
+    clone.__dict__.pop("_feature_cache_token", None)  # and a cache token of its own (deepcopy copied the model's)
     name, module = explained_module(clone)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
@@ -537,13 +538,6 @@ def randomise_layer(model: SimModel, seed: int = 0) -> tuple[SimModel, str]:
     for p in clone.net.parameters():
         p.requires_grad_(False)
     return clone, name
-
-
-def _purge_cache(model: SimModel) -> None:
-    data = getattr(FEATURE_CACHE, "_data", None)
-    if data is not None:
-        for key in [k for k in data if k[0] == id(model) and k[1] == model.spec]:
-            del data[key]
 
 
 def _maps_of(result: Any) -> dict[str, np.ndarray | None]:
@@ -582,7 +576,7 @@ def randomisation_check(model: SimModel, query: Any, neighbours: Any, method: st
     try:
         randomised = run(clone)
     finally:
-        _purge_cache(clone)
+        FEATURE_CACHE.discard(clone)
     sides: dict[str, Any] = {}
     all_rho: list[float] = []
     all_ssim: list[float] = []

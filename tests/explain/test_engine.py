@@ -35,6 +35,18 @@ def test_unperturbed_images_go_forward_in_one_batch_and_are_cached():
     np.testing.assert_allclose(first.similarities, again.similarities)
 
 
+def test_discard_drops_one_model_only():
+    FEATURE_CACHE.clear()
+    a, b = tiny_linear(seed=0), tiny_linear(seed=1)
+    q, n = _images(2, seed=3)
+    explain(a, q, [n], method="searchcam")
+    explain(b, q, [n], method="searchcam")
+    assert len(FEATURE_CACHE) == 4
+    assert FEATURE_CACHE.discard(b) == 2 and len(FEATURE_CACHE) == 2
+    assert FEATURE_CACHE.discard(b) == 0
+    assert explain(a, q, [n], method="gradcam").cost.forward == 0  # a's entries are still there
+
+
 def test_unknown_parameter_is_a_clear_error():
     q, n = _images(2)
     with pytest.raises(ExplainError, match="no parameter n_smaples"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from simx.explain import REGISTRY, explain
+from simx.explain import FEATURE_CACHE, REGISTRY, explain
 from simx.explain.engine import PairContext
 from simx.explain.metrics import (
     box_mask,
@@ -269,6 +269,7 @@ def test_pointing_game_with_no_scored_map_and_box_helpers():
 def test_randomisation_check_passes_for_model_dependent_methods(method, random_images):
     if method not in REGISTRY:
         pytest.skip(f"{method} is not registered yet")
+    FEATURE_CACHE.clear()
     model = tiny_linear()
     state = {k: v.clone() for k, v in model.net.state_dict().items()}
     q, *nbs = random_images(3, seed=11)
@@ -279,6 +280,9 @@ def test_randomisation_check_passes_for_model_dependent_methods(method, random_i
     # the user's model is untouched
     for k, v in model.net.state_dict().items():
         assert torch.equal(v, state[k]), k
+    # and the randomised clone's features left the cache with it: only the model's own 3 images remain
+    tokens = {key[0] for key in FEATURE_CACHE._data}
+    assert tokens == {model.__dict__["_feature_cache_token"]}
 
 
 def test_randomisation_check_fails_for_a_map_that_ignores_the_model(random_images):
