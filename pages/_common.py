@@ -433,7 +433,7 @@ def sidebar_index() -> str | None:
             if st.session_state.get("index_rescue"):
                 set_qp(index=st.session_state["index_rescue"], query=None, neighbour=None)
 
-        st.sidebar.selectbox("Index", names, index=None, key="index_rescue", placeholder="choose an index",
+        st.sidebar.selectbox("Index (choose one)", names, index=None, key="index_rescue",
                              on_change=chosen)
         return None
     if st.session_state.get("index_pick") not in names or (wanted and st.session_state.get("index_pick") != wanted):

@@ -89,7 +89,7 @@ def query_picker() -> None:
     with gallery_tab:
         labels = sorted({it.label for it in index.items if it.label})
         c1, c2, c3, c4 = st.columns([3, 3, 1, 1], vertical_alignment="bottom")
-        chosen = c1.multiselect("Labels", labels, key="flt_labels", placeholder="all labels")
+        chosen = c1.multiselect("Labels (empty: all)", labels, key="flt_labels")
         text = c2.text_input("Search labels, descriptions and ids", key="flt_text").strip().lower()
         c3.button("Random", icon=":material/casino:", on_click=random_query, width="stretch")
         failures = worst_queries()

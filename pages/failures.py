@@ -45,7 +45,7 @@ for lab in store.list(index=name, verdict="bad"):
 
 f1, f2, f3 = st.columns([3, 2, 2])
 labels = sorted(per_query["label"].dropna().unique())
-chosen = f1.multiselect("Labels", labels, key="fail_labels", placeholder="all labels")
+chosen = f1.multiselect("Labels (empty: all)", labels, key="fail_labels")
 max_ap = f2.slider("Show queries with AP at most", 0.0, 1.0, 1.0, 0.05, key="fail_ap")
 only_p1 = f3.toggle("Only wrong first neighbour", key="fail_p1")
 

@@ -27,9 +27,9 @@ ui.sidebar_status(index)
 store = ui.label_store(name)
 
 f1, f2, f3, f4 = st.columns([2, 3, 2, 3])
-verdicts = f1.multiselect("Verdict", list(VERDICTS), key="lab_verdict", placeholder="any")
-reasons = f2.multiselect("Reason", list(REASONS), format_func=REASONS.get, key="lab_reason", placeholder="any")
-users = f3.multiselect("User", store.users(index=name), key="lab_user", placeholder="anyone")
+verdicts = f1.multiselect("Verdict (empty: any)", list(VERDICTS), key="lab_verdict")
+reasons = f2.multiselect("Reason (empty: any)", list(REASONS), format_func=REASONS.get, key="lab_reason")
+users = f3.multiselect("User (empty: anyone)", store.users(index=name), key="lab_user")
 today = date.today()
 span = f4.date_input("Updated between", value=(today - timedelta(days=3650), today + timedelta(days=1)),
                      key="lab_dates")
