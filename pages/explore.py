@@ -247,7 +247,8 @@ def joint_figure(view: dict, point, box, alpha: float, lines: int, key: str) -> 
     # images travel as JPEG data URIs (a z array would be sent as JSON numbers, ~50x larger; PNG ~4x larger)
     fig.add_trace(go.Image(source=ui.image_uri(f"{key}|query", qimg), x0=0, y0=0,
                            hoverinfo="skip", name="query"))
-    fig.add_trace(go.Image(source=report.data_uri(shown, fmt="jpeg"), x0=w + gap, y0=0, hoverinfo="skip", name="neighbour"))
+    fig.add_trace(go.Image(source=report.data_uri(shown, fmt="jpeg"), x0=w + gap, y0=0, hoverinfo="skip",
+                           name="neighbour"))
     centres = jv.cell_centres(exp.query_cells)
     n = len(centres)
     fig.add_trace(go.Scatter(x=centres[:, 0], y=centres[:, 1], mode="markers", name="query cells",
