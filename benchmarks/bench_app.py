@@ -122,13 +122,18 @@ def time_pairs(page, base_url: str, queries: list[str], method: str, think: floa
     return cold, immediate, thought, revisit
 
 
-def time_joint(page, clicks: int) -> list[float]:
+def joint_cells(page):
+    """(chart, its query-cell markers, their number) of the joint view, once it is drawn and on screen."""
     page.get_by_text("Click a point (or drag a box)").wait_for()
     chart = page.locator("[data-testid='stPlotlyChart']").last
     chart.scroll_into_view_if_needed()
     points = chart.locator(".scatterlayer .trace").nth(0).locator("path.point")
     points.first.wait_for(state="attached")
-    n = points.count()
+    return chart, points, points.count()
+
+
+def time_joint(page, clicks: int) -> list[float]:
+    chart, points, n = joint_cells(page)
     out = []
     for c in range(clicks):
         idx = (c * 7 + 3) % n
@@ -165,12 +170,7 @@ def take_screenshots(page, base_url: str, query: str, method: str, out: Path,
     page.locator("[data-testid='stImage']").filter(has_text=f"{method}: neighbour").first.scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     page.screenshot(path=str(out / "demo_pair.png"))
-    page.get_by_text("Click a point (or drag a box)").wait_for()
-    chart = page.locator("[data-testid='stPlotlyChart']").last
-    chart.scroll_into_view_if_needed()
-    points = chart.locator(".scatterlayer .trace").nth(0).locator("path.point")
-    points.first.wait_for(state="attached")
-    n = points.count()
+    chart, points, n = joint_cells(page)
     pick = n // 2  # the centre cell, or the cell nearest ``point`` (model pixels)
     if point is not None:
         pick = page.evaluate(
