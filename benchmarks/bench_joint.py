@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 from simx.explain import FEATURE_CACHE, REGISTRY  # noqa: E402
 from simx.explain import views as jv  # noqa: E402
 from simx.explain.engine import PairContext  # noqa: E402
-from simx.explain.shapleytaylor import (  # noqa: E402
+from simx.explain.methods.shapleytaylor import (  # noqa: E402
     exact_indices, kernel_indices, sampling_evaluations, sampling_indices)
 from simx.models import load_model  # noqa: E402
 

@@ -117,7 +117,7 @@ def model_record(model: SimModel) -> dict[str, Any]:
 
 
 class AttributeSource(Protocol):
-    """What :mod:`simx.explain.sane` needs from an attribute predictor."""
+    """What :mod:`simx.explain.methods.sane` needs from an attribute predictor."""
 
     vocabulary: Vocabulary
 

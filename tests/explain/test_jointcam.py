@@ -11,7 +11,7 @@ import torch
 
 from simx.errors import ExplainError
 from simx.explain import PairContext, explain
-from simx.explain.jointcam import attribute as jointcam
+from simx.explain.methods.jointcam import attribute as jointcam
 from simx.models.toy import tiny_linear, tiny_mlp
 
 

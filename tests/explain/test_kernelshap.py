@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from simx.explain import FEATURE_CACHE, explain
-from simx.explain.kernelshap import all_coalitions, sample_coalitions, size_mass, solve_shapley
+from simx.explain.methods.kernelshap import all_coalitions, sample_coalitions, size_mass, solve_shapley
 from simx.explain.masks import coalition_masks
 from simx.models.toy import tiny_linear, tiny_mlp
 

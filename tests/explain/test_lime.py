@@ -10,7 +10,7 @@ from PIL import Image
 
 from simx.explain import FEATURE_CACHE, explain
 from simx.explain.engine import PairContext
-from simx.explain.lime import lime_samples, lime_weights, weighted_ridge
+from simx.explain.methods.lime import lime_samples, lime_weights, weighted_ridge
 from simx.explain.superpixels import resolve_baseline
 from simx.models.base import Preprocessing
 from simx.models.toy import PooledModel, tiny_linear, tiny_mlp, tiny_trunk

@@ -10,7 +10,7 @@ from PIL import Image
 from simx.explain import FEATURE_CACHE, explain
 from simx.explain.engine import PairContext
 from simx.explain.masks import sliding_window_masks
-from simx.explain.sbsm import default_window, saliency
+from simx.explain.methods.sbsm import default_window, saliency
 from simx.models.toy import tiny_linear, tiny_mlp
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from simx.explain import explain
-from simx.explain.shapleytaylor import (
+from simx.explain.methods.shapleytaylor import (
     all_coalitions,
     exact_indices,
     harsanyi_recursive,

@@ -30,9 +30,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import MethodOutput, register
-from .engine import PairContext
-from .superpixels import coalition_scores, image_segments, paint
+from ..base import MethodOutput, register
+from ..engine import PairContext
+from ..superpixels import coalition_scores, image_segments, paint
 
 
 def lime_samples(m: int, n_samples: int, rng: np.random.Generator) -> np.ndarray:

@@ -41,9 +41,9 @@ import math
 import numpy as np
 import torch
 
-from .base import MethodOutput, register
-from .engine import PairContext
-from .superpixels import coalition_scores, image_segments, paint
+from ..base import MethodOutput, register
+from ..engine import PairContext
+from ..superpixels import coalition_scores, image_segments, paint
 
 
 def size_mass(m: int) -> np.ndarray:

@@ -27,10 +27,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import MethodOutput, register
-from .engine import PairContext
-from .masks import RiseMasks, chunks
-from .superpixels import chunk_size
+from ..base import MethodOutput, register
+from ..engine import PairContext
+from ..masks import RiseMasks, chunks
+from ..superpixels import chunk_size
 
 
 @register("rise", "RISE: random smooth masks, coverage-normalised similarity-weighted sum (3.3)",

@@ -47,11 +47,11 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ExplainError
-from .base import MethodOutput, register
-from .engine import PairContext
+from ...errors import ExplainError
+from ..base import MethodOutput, register
+from ..engine import PairContext
 from .jointcam import pooled_positions
-from .views import grid_cells
+from ..views import grid_cells
 
 FORMS = ("auto", "closed", "pooled", "positions")
 

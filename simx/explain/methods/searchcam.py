@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ExplainError
-from .base import MethodOutput, register
-from .engine import PairContext
+from ...errors import ExplainError
+from ..base import MethodOutput, register
+from ..engine import PairContext
 
 
 def _project(ctx: PairContext, feats: torch.Tensor) -> torch.Tensor:

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ExplainError
-from .base import MethodOutput, register
-from .engine import PairContext
+from ...errors import ExplainError
+from ..base import MethodOutput, register
+from ..engine import PairContext
 
 VARIANTS = ("share", "exact")
 EUCLID = ("gap", "exp")

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import MethodOutput, register
-from .engine import PairContext
+from ..base import MethodOutput, register
+from ..engine import PairContext
 
 
 def row_similarity(model, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -74,12 +74,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import ExplainError
-from .base import MethodOutput, register
-from .engine import PairContext
-from .masks import coalition_masks
-from .superpixels import chunk_size, resolve_baseline, segment
-from .views import segment_cells
+from ...errors import ExplainError
+from ..base import MethodOutput, register
+from ..engine import PairContext
+from ..masks import coalition_masks
+from ..superpixels import chunk_size, resolve_baseline, segment
+from ..views import segment_cells
 
 ValueFn = Callable[[np.ndarray], np.ndarray]
 

@@ -30,8 +30,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import MethodOutput, register
-from .engine import PairContext
+from ..base import MethodOutput, register
+from ..engine import PairContext
 from .gradcam import grad_cam_maps, side_gradients
 
 

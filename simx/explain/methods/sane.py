@@ -45,12 +45,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..attributes.predictor import (AttributePredictor, ImageNetAttributes, PredictorError, load_predictor,
+from ...attributes.predictor import (AttributePredictor, ImageNetAttributes, PredictorError, load_predictor,
                                     match_scores, resize_maps)
-from ..attributes.vocab import Vocabulary, expand_attribute
-from ..errors import ExplainError
-from .base import REGISTRY, MethodOutput, register
-from .engine import PairContext
+from ...attributes.vocab import Vocabulary, expand_attribute
+from ...errors import ExplainError
+from ..base import REGISTRY, MethodOutput, register
+from ..engine import PairContext
 
 RANKERS = ("combined", "confidence", "matching", "removal")
 CANDIDATES = ("shared", "explained", "all")
@@ -103,7 +103,7 @@ def _per_pair(value: Any, k: int, what: str) -> list[Any]:
 
 
 def _saliency(ctx: PairContext, method: str, side: str, n_samples: int | None, params: dict[str, Any]) -> Any:
-    from . import explain
+    from .. import explain
 
     if method == "sane" or method not in REGISTRY:
         raise ExplainError(f"sane: unknown saliency method {method!r}; choose one of "

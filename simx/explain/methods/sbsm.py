@@ -30,10 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ExplainError
-from .base import MethodOutput, register
-from .engine import PairContext
-from .masks import sliding_window_masks, window_boxes
+from ...errors import ExplainError
+from ..base import MethodOutput, register
+from ..engine import PairContext
+from ..masks import sliding_window_masks, window_boxes
 
 DISTANCES = ("auto", "cosine", "euclidean", "sqeuclidean", "ip")
 

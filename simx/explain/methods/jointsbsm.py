@@ -34,11 +34,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import MethodOutput, register
-from .engine import PairContext
-from .masks import sliding_window_masks, window_boxes
+from ..base import MethodOutput, register
+from ..engine import PairContext
+from ..masks import sliding_window_masks, window_boxes
 from .sbsm import default_window
-from .views import cell_index_map, grid_cells
+from ..views import cell_index_map, grid_cells
 
 
 def mixed_derivative(sims: torch.Tensor) -> torch.Tensor:

@@ -44,10 +44,10 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ExplainError
-from .base import MethodOutput, register
-from .engine import PairContext
-from .views import grid_cells
+from ...errors import ExplainError
+from ..base import MethodOutput, register
+from ..engine import PairContext
+from ..views import grid_cells
 
 
 def pooled_positions(feats: torch.Tensor, pool: str) -> tuple[torch.Tensor, float]:
