@@ -22,6 +22,7 @@ st.set_page_config(page_title="simx: visual-search debugger", page_icon=":materi
 
 PAGES = [
     st.Page(str(HERE / "pages" / "explore.py"), title="Explore", icon=":material/search:", default=True),
+    st.Page(str(HERE / "pages" / "review.py"), title="Review queue", icon=":material/rule:", url_path="review"),
     st.Page(str(HERE / "pages" / "failures.py"), title="Failures", icon=":material/report:", url_path="failures"),
     st.Page(str(HERE / "pages" / "embedding_map.py"), title="Embedding map", icon=":material/scatter_plot:",
             url_path="embedding_map"),

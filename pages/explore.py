@@ -1,4 +1,4 @@
-"""Explore: pick a query, see its neighbours, open a pair and see why it matches; label it; review at speed."""
+"""Explore: pick a query, see its neighbours, open a pair and see why it matches; label it."""
 
 from __future__ import annotations
 
@@ -53,7 +53,6 @@ if present:
 def pick_query(item_id: str) -> None:
     ui.set_qp(query=item_id, neighbour=None)
     st.session_state["fold_picker"] = True  # fold the gallery away once a query is chosen
-    st.session_state.pop("review_override", None)
 
 
 def pick_neighbour(item_id: str) -> None:
@@ -458,111 +457,11 @@ def pair_view(query: str, neighbour: str, hit: dict | None) -> None:
         downloads(query, neighbour, views, sane, label, rank, score)
 
 
-# ------------------------------------------------------------------------------------------------ review queue
-
-
-def review_pairs() -> list[tuple[str, str, int]]:
-    order = worst_queries()
-    if order is None:
-        return []
-    _, _, per_query = ui.get_evaluation(name, k)
-    out = []
-    for qid, nbs in zip(per_query["id"], per_query["neighbours"]):
-        for r, nid in enumerate(list(nbs)[:k]):
-            out.append((qid, nid, r + 1))
-    return out
-
-
-def review_act(action: str, pair: tuple[str, str, int]) -> None:
-    q, n, r = pair
-    hist = st.session_state.setdefault("review_history", [])
-    if action == "back":
-        if hist:
-            st.session_state["review_override"] = hist.pop()
-        return
-    if action in ("good", "bad"):
-        reason = st.session_state.get("review_reason") if action == "bad" else None
-        try:
-            store.put(name, q, n, action, reason=reason, user=ui.current_user(), model=index.meta["model"]["spec"],
-                      rank=r)
-        except SimxError as exc:
-            st.session_state["review_msg"] = f"Could not save: {exc}"
-            return
-    else:
-        st.session_state.setdefault("review_skipped", set()).add((q, n))
-    hist.append(pair)
-    st.session_state.pop("review_override", None)
-
-
-def review_queue() -> None:
-    from simx.labels import REASONS
-
-    pairs = review_pairs()
-    if not pairs:
-        st.info("The review queue walks the top-k pairs of the worst queries; it needs labelled items (a folder "
-                "gallery's sub-folders or a manifest 'label' column).")
-        return
-    done = store.labelled_pairs(name, user=ui.current_user())
-    skipped = st.session_state.get("review_skipped", set())
-    remaining = [p for p in pairs if (p[0], p[1]) not in done and (p[0], p[1]) not in skipped]
-    current = st.session_state.get("review_override") or (remaining[0] if remaining else None)
-    st.progress(1 - len(remaining) / len(pairs),
-                text=f"{len(pairs) - len(remaining)} of {len(pairs)} pairs labelled or skipped "
-                     f"(worst queries first, {ui.current_user()})")
-    msg = st.session_state.pop("review_msg", None)
-    if msg:
-        st.error(msg)
-    if current is None:
-        st.success("Every pair of the queue is labelled.")
-        return
-    q, n, r = current
-    method = (ui.qp_list("methods") or ui.default_methods(list(ui.methods())))[0]
-    try:
-        with st.spinner(f"Running {method}..."):
-            view = ui.get_explanation(name, q, n, method)
-    except Exception as exc:  # noqa: BLE001
-        ui.show_error(exc, method)
-        view = None
-    qi, ni = index.item(q), index.item(n)
-    c1, c2, c3 = st.columns([2, 2, 1.4])
-    if view is not None:
-        c1.image(report.overlay(view["query_image"], view["query_map"], 0.5), width="stretch",
-                 caption=f"query {q} ({qi.label})")
-        c2.image(report.overlay(view["neighbour_image"], view["neighbour_map"], 0.5), width="stretch",
-                 caption=f"#{r} {n} ({ni.label})")
-    with c3:
-        if view is not None:
-            st.metric("similarity", f"{view['similarity']:.4f}")
-        st.markdown(ui.badge(qi.label == ni.label if qi.label and ni.label else None))
-        st.selectbox("Reason for bad", list(REASONS), format_func=REASONS.get, key="review_reason",
-                     index=list(REASONS).index("other"))
-        b1, b2 = st.columns(2)
-        b1.button("Good", key="rq_good", shortcut="G", on_click=review_act, args=("good", current),
-                  type="primary", width="stretch")
-        b2.button("Bad", key="rq_bad", shortcut="B", on_click=review_act, args=("bad", current),
-                  width="stretch")
-        b3, b4 = st.columns(2)
-        b3.button("Skip", key="rq_skip", shortcut="S", on_click=review_act, args=("skip", current),
-                  width="stretch")
-        b4.button("Back", key="rq_back", shortcut="Left", on_click=review_act, args=("back", current),
-                  disabled=not st.session_state.get("review_history"), width="stretch")
-        st.caption("Keys: **G** good · **B** bad · **S** skip · **←** back")
-        st.button("Open in Explore", key="rq_open", on_click=lambda: (ui.set_qp(query=q, neighbour=n, mode=None)))
-
-
 # ------------------------------------------------------------------------------------------------ page
 
 st.title("Explore" if not present else f"simx · {name}")
-mode = "Explore"
-if not present:
-    mode_default = "Review queue" if ui.qp("mode") == "review" else "Explore"
-    mode = st.segmented_control("Mode", ["Explore", "Review queue"], default=mode_default, key="mode_pick",
-                                label_visibility="collapsed",
-                                on_change=lambda: ui.set_qp(mode="review" if st.session_state.get("mode_pick") ==
-                                                            "Review queue" else None)) or "Explore"
-if mode == "Review queue":
-    review_queue()
-    st.stop()
+if ui.qp("mode") == "review":  # links from before the review queue had its own page
+    st.switch_page("pages/review.py", query_params=ui.carry_params(mode=None))
 
 query = ui.qp("query")
 if not present:

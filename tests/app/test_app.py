@@ -203,8 +203,14 @@ def test_presentation_mode_hides_the_controls(indexes):
     assert "gradcam: neighbour" in image_captions(at)
 
 
+def review_page(**params):
+    at = run(app(**params))
+    at.switch_page("pages/review.py")
+    return run(at)
+
+
 def test_review_queue_labels_worst_pairs_with_skip_and_back(indexes):
-    at = run(app(index="tiny", mode="review"))
+    at = review_page(index="tiny")
     shortcuts = {key: at.button(key=key).proto.shortcut.lower() for key in ("rq_good", "rq_bad", "rq_skip", "rq_back")}
     assert shortcuts == {"rq_good": "g", "rq_bad": "b", "rq_skip": "s", "rq_back": "left"}, shortcuts
     at.button(key="rq_bad").click()
@@ -336,3 +342,10 @@ def test_imported_modules_are_frozen_out_of_the_collector_once_per_import(indexe
             del sys.modules["simx_test_new_module"]
     finally:
         gc.unfreeze()
+
+
+def test_old_review_links_open_the_review_page(indexes):
+    at = run(app(index="tiny", mode="review"))
+    assert at.title[0].value == "Review queue"
+    assert "mode" not in at.query_params and at.query_params["index"] == "tiny"
+    assert at.button(key="rq_good") is not None

@@ -212,7 +212,7 @@ def test_browser_walkthrough(server, browser):
     assert picked in open_index("tiny", root=server["root"]).ids  # the clicked gallery item is the query now
     assert open_labels("tiny", root=server["root"]).count(index="tiny") == 1
     # review queue with the keyboard: G labels the shown pair good, S skips, B labels bad
-    page.goto(server["url"] + "/?index=tiny&mode=review")
+    page.goto(server["url"] + "/review?index=tiny")
     page.locator(".st-key-rq_good button").wait_for()
     store = open_labels("tiny", root=server["root"])
     before = store.count(index="tiny")
@@ -247,7 +247,7 @@ def test_deep_link_to_a_page_uses_the_app_navigation(server, browser, tmp_path):
         page.get_by_text("Label confusion").wait_for()
         nav = page.locator("[data-testid='stSidebarNav'] a")
         names = sorted(t.strip().split("\n")[-1].strip() for t in nav.all_inner_texts())  # after the icon
-        assert names == ["Embedding map", "Explore", "Failures", "Labels"], names
+        assert names == ["Embedding map", "Explore", "Failures", "Labels", "Review queue"], names
         assert "index=tiny" in page.url and page.url.split("?")[0].endswith("/failures")
         page.close()
     finally:
