@@ -1,34 +1,37 @@
 """simx dashboard: navigation between the pages (``streamlit run app.py``).
 
-Pages live in ``pages/`` (one file each); this file only sets the page up and hands over to ``st.navigation``.
-All maths happens in ``simx``; the pages ask it and draw. State lives in the URL (``st.query_params``).
+Pages live in ``app_pages/`` (one file each; not ``pages/``, which Streamlit would treat as an old-style multipage
+folder and run its files without this one). This file does what every page needs before it draws, once: the page
+configuration, the navigation, presentation mode, the index picker and the opened index (the pages read it with
+``ui.current_index()``). All maths happens in ``simx``; the pages ask it and draw. State lives in the URL
+(``st.query_params``). Streamlit puts this file's folder on ``sys.path``, so ``app_pages`` imports as a package.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import streamlit as st
 
+from app_pages import _common as ui
+
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # the pages import their shared helpers as ``pages._common``
-    sys.path.insert(0, str(HERE))
+PAGES_DIR = HERE / "app_pages"
 
-from pages import _common as ui  # noqa: E402
-
-ui.use_navigation()  # deep links (/failures, ...) go through this file's navigation, not pages/ scanning
 st.set_page_config(page_title="simx: visual-search debugger", page_icon=":material/image_search:", layout="wide")
 
 PAGES = [
-    st.Page(str(HERE / "pages" / "explore.py"), title="Explore", icon=":material/search:", default=True),
-    st.Page(str(HERE / "pages" / "review.py"), title="Review queue", icon=":material/rule:", url_path="review"),
-    st.Page(str(HERE / "pages" / "failures.py"), title="Failures", icon=":material/report:", url_path="failures"),
-    st.Page(str(HERE / "pages" / "embedding_map.py"), title="Embedding map", icon=":material/scatter_plot:",
+    st.Page(str(PAGES_DIR / "explore.py"), title="Explore", icon=":material/search:", default=True),
+    st.Page(str(PAGES_DIR / "review.py"), title="Review queue", icon=":material/rule:", url_path="review"),
+    st.Page(str(PAGES_DIR / "failures.py"), title="Failures", icon=":material/report:", url_path="failures"),
+    st.Page(str(PAGES_DIR / "embedding_map.py"), title="Embedding map", icon=":material/scatter_plot:",
             url_path="embedding_map"),
-    st.Page(str(HERE / "pages" / "labels.py"), title="Labels", icon=":material/label:", url_path="labels"),
+    st.Page(str(PAGES_DIR / "labels.py"), title="Labels", icon=":material/label:", url_path="labels"),
 ]
 
 nav = st.navigation(PAGES, position="hidden" if ui.presentation() else "sidebar")
+if ui.presentation():
+    ui.hide_sidebar_css()
+ui.open_current_index("simx" if nav.title == "Explore" else nav.title)
 nav.run()
 ui.freeze_long_lived()

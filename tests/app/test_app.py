@@ -205,7 +205,7 @@ def test_presentation_mode_hides_the_controls(indexes):
 
 def review_page(**params):
     at = run(app(**params))
-    at.switch_page("pages/review.py")
+    at.switch_page("app_pages/review.py")
     return run(at)
 
 
@@ -242,7 +242,7 @@ def test_review_queue_labels_worst_pairs_with_skip_and_back(indexes):
 def test_failures_page_table_confusion_and_open(indexes):
     store(indexes).put("tiny", QUERY, "blue/blue0.png", "bad", user="ann")
     at = run(app(index="tiny"))
-    at.switch_page("pages/failures.py")
+    at.switch_page("app_pages/failures.py")
     run(at)
     assert not at.error
     df = at.dataframe[0].value
@@ -255,7 +255,7 @@ def test_failures_page_table_confusion_and_open(indexes):
 
 def test_embedding_map_page_projects_once(indexes):
     at = run(app(index="tiny"))
-    at.switch_page("pages/embedding_map.py")
+    at.switch_page("app_pages/embedding_map.py")
     run(at)
     assert not at.error
     assert (indexes / "tiny" / "projection.parquet").is_file()
@@ -269,7 +269,7 @@ def test_labels_page_filters_edits_deletes_and_exports(indexes):
     a = s.put("tiny", QUERY, "blue/blue0.png", "bad", reason="wrong_category", user="ann")
     s.put("tiny", QUERY, "red/red2.png", "good", user="bob")
     at = run(app(index="tiny"))
-    at.switch_page("pages/labels.py")
+    at.switch_page("app_pages/labels.py")
     run(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["labels"] == "2" and metrics["good"] == "1" and metrics["bad"] == "1"
@@ -288,7 +288,7 @@ def test_labels_page_filters_edits_deletes_and_exports(indexes):
 
 def test_failures_row_opens_in_explore(indexes):
     at = run(app(index="tiny"))
-    at.switch_page("pages/failures.py")
+    at.switch_page("app_pages/failures.py")
     run(at)
     worst = at.dataframe[0].value.iloc[0]["id"]
     at.session_state["fail_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
@@ -299,7 +299,7 @@ def test_failures_row_opens_in_explore(indexes):
     assert parse_qs(link.query_string) == {"index": ["tiny"], "query": [worst]}
     for key, value in {"index": "tiny", "query": worst}.items():
         at.query_params[key] = value
-    at.switch_page("pages/explore.py")
+    at.switch_page("app_pages/explore.py")
     run(at)
     assert "Top 10 neighbours" in texts(at.markdown)
 
@@ -322,7 +322,7 @@ def test_imported_modules_are_frozen_out_of_the_collector_once_per_import(indexe
     import gc
     import sys
 
-    from pages import _common as ui
+    from app_pages import _common as ui
 
     gc.unfreeze()
     ui._FROZEN_MODULES[0] = 0

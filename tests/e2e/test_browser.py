@@ -237,7 +237,7 @@ def test_browser_walkthrough(server, browser):
 
 def test_deep_link_to_a_page_uses_the_app_navigation(server, browser, tmp_path):
     """The very first request of a fresh server is a deep link to /failures: app.py's navigation must still be
-    the one shown (Streamlit would otherwise treat pages/ as an old-style multipage folder)."""
+    the one shown (the pages live in app_pages/: Streamlit treats a pages/ folder as an old-style multipage app)."""
     port = free_port()
     proc = start_server(server["root"], port, user="deep")
     try:

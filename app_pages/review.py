@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import _common as ui
+from app_pages import _common as ui
 from simx import report
 from simx.errors import SimxError
 from simx.labels import REASONS
 
-ui.use_navigation()  # reached as an old-style page: hand over to app.py's navigation
-
 st.title("Review queue")
-name = ui.sidebar_index()
-if name is None:
-    st.stop()
-try:
-    index = ui.get_index(name)
-except Exception as exc:  # noqa: BLE001 - every failure becomes a message
-    ui.show_error(exc, f"Cannot open index '{name}'")
-    st.stop()
-ui.sidebar_status(index)
+name, index = ui.current_index()  # opened by app.py
 store = ui.label_store(name)
 
 with st.sidebar:
@@ -115,5 +105,5 @@ with c3:
     b4.button("Back", key="rq_back", shortcut="Left", on_click=review_act, args=("back", current),
               disabled=not st.session_state.get("review_history"), width="stretch")
     st.caption("Keys: **G** good · **B** bad · **S** skip · **←** back")
-    st.page_link("pages/explore.py", label="Open in Explore", icon=":material/open_in_new:",
+    st.page_link("app_pages/explore.py", label="Open in Explore", icon=":material/open_in_new:",
                  query_params=ui.carry_params(query=q, neighbour=n, mode=None))

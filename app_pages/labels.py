@@ -6,24 +6,14 @@ from datetime import date, timedelta
 
 import streamlit as st
 
-from pages import _common as ui
+from app_pages import _common as ui
 from simx.errors import SimxError
 from simx.labels import REASONS, VERDICTS
-
-ui.use_navigation()  # reached as an old-style page: hand over to app.py's navigation
 
 PAGE_SIZE = 20
 
 st.title("Labels")
-name = ui.sidebar_index()
-if name is None:
-    st.stop()
-try:
-    index = ui.get_index(name)
-except Exception as exc:  # noqa: BLE001
-    ui.show_error(exc, f"Cannot open index '{name}'")
-    st.stop()
-ui.sidebar_status(index)
+name, index = ui.current_index()  # opened by app.py
 store = ui.label_store(name)
 
 f1, f2, f3, f4 = st.columns([2, 3, 2, 3])
@@ -119,5 +109,5 @@ for lab in labels[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]:
         with cols[3]:
             st.button("Save", key=f"ls_{lab.id}", on_click=save, args=(lab.id,), width="stretch")
             st.button("Delete", key=f"ld_{lab.id}", on_click=remove, args=(lab.id,), width="stretch")
-            st.page_link("pages/explore.py", label="Open", icon=":material/open_in_new:",
+            st.page_link("app_pages/explore.py", label="Open", icon=":material/open_in_new:",
                          query_params=ui.carry_params(query=lab.query_id, neighbour=lab.neighbour_id, mode=None))

@@ -5,22 +5,16 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages import _common as ui
+from app_pages import _common as ui
 from simx.errors import SimxError
 
-ui.use_navigation()  # reached as an old-style page: hand over to app.py's navigation
-
 st.title("Embedding map")
-name = ui.sidebar_index()
-if name is None:
-    st.stop()
+name, index = ui.current_index()  # opened by app.py
 try:
-    index = ui.get_index(name)
     df, method = ui.get_projection(name)
 except Exception as exc:  # noqa: BLE001
     ui.show_error(exc, f"Cannot map index '{name}'")
     st.stop()
-ui.sidebar_status(index)
 
 colour_by = st.segmented_control("Colour by", ["label", "correctness"], default="label", key="map_colour") or "label"
 df = df.copy()
@@ -57,7 +51,7 @@ area = bool(sel is not None and (sel.box or sel.lasso))
 ids = [p["customdata"][0] for p in points if p.get("customdata")]
 if ids and not area and len(ids) == 1:
     # a click on one point: open it as the query
-    st.switch_page("pages/explore.py", query_params=ui.carry_params(query=ids[0], neighbour=None, mode=None))
+    st.switch_page("app_pages/explore.py", query_params=ui.carry_params(query=ids[0], neighbour=None, mode=None))
 if ids:
     st.subheader(f"{len(ids)} selected")
     shown = ids[:40]
@@ -71,7 +65,7 @@ if ids:
                 if t is not None:
                     st.image(t, width="stretch")
                 st.caption(f"{it.label or ''}")
-                st.page_link("pages/explore.py", label="Query", icon=":material/search:", help=item_id,
+                st.page_link("app_pages/explore.py", label="Query", icon=":material/search:", help=item_id,
                              query_params=ui.carry_params(query=item_id, neighbour=None, mode=None))
     if len(ids) > len(shown):
         st.caption(f"... and {len(ids) - len(shown)} more")

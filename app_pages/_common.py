@@ -93,23 +93,6 @@ def freeze_long_lived() -> None:
         gc.freeze()
 
 
-def use_navigation(rerun: bool = True) -> None:
-    """Make ``app.py``'s ``st.navigation`` the only navigation.
-
-    Streamlit treats a ``pages/`` folder beside the entry script as an old-style (v1) multipage app and, for a
-    deep link such as ``/failures``, would run ``pages/failures.py`` directly, without ``app.py``: no page
-    configuration, and a navigation listing every file. The flag behind that is switched off here, once per
-    process; a page reached the old way reruns (``rerun``) so that ``app.py`` takes over."""
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # a Streamlit without the flag has no such mode
-        return
-    if getattr(PagesManager, "uses_pages_directory", None):
-        PagesManager.uses_pages_directory = False
-        if rerun:
-            st.rerun()
-
-
 # ------------------------------------------------------------------------------------------------ errors
 
 
@@ -456,6 +439,34 @@ def sidebar_index() -> str | None:
 def sidebar_status(index) -> None:
     st.sidebar.caption(f"{len(index)} images · model `{index.meta['model']['spec']}` · "
                        f"{index.meta['model']['metric']} · device **{index.model.device}**")
+
+
+#: Session-state key under which ``app.py`` leaves the index chosen for this run.
+CURRENT_INDEX = "simx_current_index"
+
+
+def open_current_index(page_title: str) -> None:
+    """What every page needs before it draws, done once per run by ``app.py``: the index picker (URL-bound), the
+    index and its model opened, the sidebar status line. Without an index (none built, a wrong name in the URL,
+    one that cannot be opened) it draws the page title and the reason, and stops the run."""
+    name = sidebar_index()
+    if name is None:
+        st.title(page_title)
+        st.stop()
+    try:
+        index = get_index(name)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+        st.title(page_title)
+        show_error(exc, f"Cannot open index '{name}'")
+        st.stop()
+    sidebar_status(index)
+    st.session_state[CURRENT_INDEX] = name
+
+
+def current_index() -> tuple[str, Any]:
+    """(name, index) that ``app.py`` opened for this run (see :func:`open_current_index`)."""
+    name = st.session_state[CURRENT_INDEX]
+    return name, get_index(name)
 
 
 def presentation() -> bool:

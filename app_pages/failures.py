@@ -5,22 +5,12 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages import _common as ui
+from app_pages import _common as ui
 from simx.errors import SimxError
 from simx.report import label_confusion
 
-ui.use_navigation()  # reached as an old-style page: hand over to app.py's navigation
-
 st.title("Failures")
-name = ui.sidebar_index()
-if name is None:
-    st.stop()
-try:
-    index = ui.get_index(name)
-except Exception as exc:  # noqa: BLE001
-    ui.show_error(exc, f"Cannot open index '{name}'")
-    st.stop()
-ui.sidebar_status(index)
+name, index = ui.current_index()  # opened by app.py
 
 k = st.sidebar.slider("k (neighbours evaluated)", 1, 50, ui.qp_int("k", 10, 1, 50), key="fail_k",
                       on_change=lambda: ui.set_qp(k=st.session_state["fail_k"]))
@@ -74,7 +64,7 @@ rows = event.selection.rows if event is not None else []
 if rows:
     qid = table.iloc[rows[0]]["id"]
     st.markdown(f"Selected query: `{qid}`")
-    st.page_link("pages/explore.py", label="Open in Explore", icon=":material/open_in_new:",
+    st.page_link("app_pages/explore.py", label="Open in Explore", icon=":material/open_in_new:",
                  query_params=ui.carry_params(query=qid, neighbour=None, mode=None))
 
 st.subheader("Label confusion")

@@ -8,31 +8,15 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages import _common as ui
+from app_pages import _common as ui
 from simx import report
 from simx.errors import SimxError
-
-ui.use_navigation()  # reached as an old-style page: hand over to app.py's navigation
 
 GRID_COLS = 8
 PAGE_SIZE = 24
 
 present = ui.presentation()
-if present:
-    ui.hide_sidebar_css()
-
-# ------------------------------------------------------------------------------------------------ index
-
-name = ui.sidebar_index()
-if name is None:
-    st.title("simx")
-    st.stop()
-try:
-    index = ui.get_index(name)
-except Exception as exc:  # noqa: BLE001 - every failure becomes a message
-    ui.show_error(exc, f"Cannot open index '{name}'")
-    st.stop()
-ui.sidebar_status(index)
+name, index = ui.current_index()  # opened by app.py
 store = ui.label_store(name)
 
 with st.sidebar:
@@ -461,7 +445,7 @@ def pair_view(query: str, neighbour: str, hit: dict | None) -> None:
 
 st.title("Explore" if not present else f"simx · {name}")
 if ui.qp("mode") == "review":  # links from before the review queue had its own page
-    st.switch_page("pages/review.py", query_params=ui.carry_params(mode=None))
+    st.switch_page("app_pages/review.py", query_params=ui.carry_params(mode=None))
 
 query = ui.qp("query")
 if not present:
