@@ -69,6 +69,7 @@ REASONS: dict[str, str] = {
     "wrong_category": "wrong category",
     "near_duplicate": "near duplicate",
     "partial_match": "partial match",
+    "colour_over_shape": "colour over shape",
     "other": "other",
 }
 #: Columns of every export, in order.

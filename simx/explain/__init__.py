@@ -12,12 +12,12 @@ this package imports every method; ``METHODS`` maps each name to its one-line de
 
 from __future__ import annotations
 
-from .base import REGISTRY, Cost, Explanation, MethodOutput, register
+from .base import REGISTRY, ContrastExplanation, Cost, Explanation, MethodOutput, register
 from .engine import FEATURE_CACHE, PairContext, explain
 from . import methods  # noqa: F401,E402  (imports every method module, filling the registry)
 
 #: name -> one-line description of every registered method.
 METHODS: dict[str, str] = {name: spec.description for name, spec in sorted(REGISTRY.items())}
 
-__all__ = ["explain", "METHODS", "REGISTRY", "Explanation", "MethodOutput", "Cost", "PairContext", "register",
-           "FEATURE_CACHE"]
+__all__ = ["explain", "METHODS", "REGISTRY", "Explanation", "ContrastExplanation", "MethodOutput", "Cost",
+           "PairContext", "register", "FEATURE_CACHE"]

@@ -100,6 +100,45 @@ class Explanation:
         return self.scores[key]
 
 
+@dataclass
+class ContrastExplanation:
+    """Why the wrong neighbour beat the right one(s): the result of ``explain(model, q, wrong, versus=rights)``.
+
+    ``query_maps[j]`` (J, H, W) is the method's map of the margin ``margins[j] = s(q, wrong) - s(q, right_j)`` on
+    the query, signed: positive where the query argues for the wrong neighbour, negative where it argues for right
+    neighbour j. It is the difference of the method's linear (signed) query maps against the two neighbours, which
+    ``pair.query_maps`` (1 + J, row 0 = wrong) holds; ``pair.neighbour_maps`` are the usual pair maps on the wrong
+    neighbour (row 0) and on each right one. ``similarities`` = (s(q, wrong), s(q, right_1), ...).
+    ``query_params`` are the parameters the query maps were computed with (the method's linear form).
+    """
+
+    method: str
+    similarities: np.ndarray
+    margins: np.ndarray
+    query_maps: np.ndarray | None
+    pair: Explanation
+    query_params: dict[str, Any]
+    cost: Cost
+    query_feature_maps: np.ndarray | None = None
+
+    @property
+    def j(self) -> int:
+        """Number of right (expected) neighbours compared with the wrong one."""
+        return int(len(self.margins))
+
+    @property
+    def query_image(self) -> np.ndarray | None:
+        return self.pair.query_image
+
+    @property
+    def wrong_image(self) -> np.ndarray | None:
+        return None if self.pair.neighbour_images is None else self.pair.neighbour_images[0]
+
+    @property
+    def right_images(self) -> np.ndarray | None:
+        return None if self.pair.neighbour_images is None else self.pair.neighbour_images[1:]
+
+
 class MethodFn(Protocol):
     def __call__(self, ctx: Any, side: str, **params: Any) -> MethodOutput: ...
 
@@ -111,19 +150,30 @@ class MethodSpec:
     fn: Callable[..., MethodOutput]
     kind: str  # "gradient", "closed-form", "perturbation", "joint", "attribute"
     needs_features: bool
+    #: parameters that make the method's query-side map linear in the similarity it explains (so the map of a
+    #: margin s(q, a) - s(q, b) is the difference of the two maps: :func:`simx.explain.explain` with ``versus``),
+    #: or a function ``model -> such parameters or None``; None: no contrastive map is defined for the method.
+    contrast: dict[str, Any] | Callable[[Any], dict[str, Any] | None] | None = None
+
+    def contrast_params(self, model: Any) -> dict[str, Any] | None:
+        """The parameters of the linear (signed) query map for ``model``, or None when there is none."""
+        return self.contrast(model) if callable(self.contrast) else self.contrast
 
 
 #: name -> MethodSpec, filled by ``@register`` when the method modules are imported.
 REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register(name: str, description: str, kind: str, needs_features: bool = False) -> Callable[[MethodFn], MethodFn]:
-    """Register a method function under ``name`` with a one-line description."""
+def register(name: str, description: str, kind: str, needs_features: bool = False,
+             contrast: dict[str, Any] | Callable[[Any], dict[str, Any] | None] | None = None
+             ) -> Callable[[MethodFn], MethodFn]:
+    """Register a method function under ``name`` with a one-line description. ``contrast``: the parameters under
+    which its query map is linear in the explained similarity (``{}`` when it always is), see :class:`MethodSpec`."""
 
     def deco(fn: MethodFn) -> MethodFn:
         if name in REGISTRY:
             raise ValueError(f"explanation method {name!r} registered twice")
-        REGISTRY[name] = MethodSpec(name, description, fn, kind, needs_features)
+        REGISTRY[name] = MethodSpec(name, description, fn, kind, needs_features, contrast)
         return fn
 
     return deco

@@ -24,7 +24,7 @@ from PIL import Image
 from ..data import load_image
 from ..errors import ExplainError
 from ..models import SimModel
-from .base import REGISTRY, Cost, Explanation, MethodOutput
+from .base import REGISTRY, ContrastExplanation, Cost, Explanation, MethodOutput, MethodSpec
 
 BASELINES = ("black", "white", "grey", "mean", "blur")
 
@@ -313,14 +313,8 @@ class PairContext:
 SIDES = ("both", "query", "neighbour")
 
 
-def explain(model: SimModel, query: Any, neighbours: Sequence[Any] | Any, method: str = "gradcam",
-            side: str = "both", seed: int = 0, batch_size: int | None = None, **params: Any) -> Explanation:
-    """Explain why ``query`` matches each of ``neighbours`` with one method.
-
-    ``query`` and ``neighbours`` are PIL images, paths or preprocessed (3, S, S) tensors; ``model`` comes from
-    :func:`simx.models.load_model`. Returns an :class:`Explanation` with (K, H, W) maps on the requested side(s),
-    the K similarities, the effective parameters (seed included) and the cost. See ``METHODS`` for the names.
-    """
+def _method(model: SimModel, method: str, side: str, params: dict[str, Any]):
+    """The registry entry of ``method`` after checking the side, the model's features and the parameter names."""
     from . import METHODS  # noqa: F401  (imports every method module, filling the registry)
 
     if method not in REGISTRY:
@@ -328,9 +322,9 @@ def explain(model: SimModel, query: Any, neighbours: Sequence[Any] | Any, method
     if side not in SIDES:
         raise ExplainError(f"side must be one of {', '.join(SIDES)}, got {side!r}")
     spec = REGISTRY[method]
-    ctx = PairContext(model, query, neighbours, seed=seed, batch_size=batch_size)
-    if spec.needs_features:
-        ctx._require_features()
+    if spec.needs_features and not model.has_features:
+        raise ExplainError(f"model {model.spec!r} exposes no spatial feature map; use a perturbation method "
+                           "(sbsm, rise, kernelshap, lime)")
     accepted = inspect.signature(spec.fn).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
         unknown = sorted(set(params) - set(accepted))
@@ -338,8 +332,11 @@ def explain(model: SimModel, query: Any, neighbours: Sequence[Any] | Any, method
             known = [n for n in accepted if n not in ("ctx", "side")]
             raise ExplainError(f"method {method!r} has no parameter {', '.join(unknown)}; its parameters: "
                                f"{', '.join(known) or 'none'}")
-    t0 = time.perf_counter()
-    out: MethodOutput = spec.fn(ctx, side, **params)
+    return spec
+
+
+def _explanation(method: str, ctx: PairContext, out: MethodOutput, t0: float) -> Explanation:
+    """Turn a method's output into an :class:`Explanation` (pixel maps, similarities, effective parameters)."""
     sims = ctx.similarities().detach().cpu().numpy().astype(np.float32)
     ctx.cost.seconds = time.perf_counter() - t0
 
@@ -367,3 +364,80 @@ def explain(model: SimModel, query: Any, neighbours: Sequence[Any] | Any, method
         neighbour_images=np.stack([ctx.display_image(n) for n in ctx.neighbours]),
         _context=ctx,
     )
+
+
+def explain(model: SimModel, query: Any, neighbours: Sequence[Any] | Any, method: str = "gradcam",
+            side: str = "both", seed: int = 0, batch_size: int | None = None, versus: Sequence[Any] | Any = None,
+            **params: Any) -> Explanation | ContrastExplanation:
+    """Explain why ``query`` matches each of ``neighbours`` with one method.
+
+    ``query`` and ``neighbours`` are PIL images, paths or preprocessed (3, S, S) tensors; ``model`` comes from
+    :func:`simx.models.load_model`. Returns an :class:`Explanation` with (K, H, W) maps on the requested side(s),
+    the K similarities, the effective parameters (seed included) and the cost. See ``METHODS`` for the names.
+
+    With ``versus`` (one image or a list of J images: the neighbours that should have ranked first),
+    ``neighbours`` is the ONE wrong neighbour and the result is a :class:`ContrastExplanation`: the map of each
+    margin s(query, wrong) - s(query, right_j) on the query (side "query" or "both") and the usual pair maps on the
+    wrong and the right neighbours (side "neighbour" or "both"), see :func:`explain_contrast`.
+    """
+    spec = _method(model, method, side, params)
+    if versus is not None:
+        return explain_contrast(model, query, neighbours, versus, spec, side, seed, batch_size, params)
+    ctx = PairContext(model, query, neighbours, seed=seed, batch_size=batch_size)
+    t0 = time.perf_counter()
+    out: MethodOutput = spec.fn(ctx, side, **params)
+    return _explanation(method, ctx, out, t0)
+
+
+def _as_list(images: Sequence[Any] | Any) -> list[Any]:
+    if isinstance(images, torch.Tensor):
+        return list(images) if images.dim() == 4 else [images]
+    if isinstance(images, (Image.Image, str, np.ndarray)) or not isinstance(images, Sequence):
+        return [images]
+    return list(images)
+
+
+def explain_contrast(model: SimModel, query: Any, wrong: Any, versus: Sequence[Any] | Any, spec: MethodSpec,
+                     side: str, seed: int, batch_size: int | None, params: dict[str, Any]) -> ContrastExplanation:
+    """The contrastive explanation behind ``explain(..., versus=...)``, for every method that declares a linear
+    query map (``register(..., contrast=...)``).
+
+    One :class:`PairContext` holds the query and the neighbours [wrong, right_1, ..., right_J], so the unperturbed
+    images go forward once and the query side is computed ONCE against all 1 + J neighbours: gradient methods
+    replicate F(q) over the 1 + J rows of one backward pass (one extra head evaluation per rival, no backbone
+    pass), closed-form methods cost one more einsum row, perturbation methods score the same masked-query passes
+    against every neighbour (one matrix product). The query map is taken in the method's linear (signed) form, so
+    the map of the margin is exactly map(q, wrong) - map(q, right_j); the neighbour side runs with the caller's
+    parameters (the usual pair maps).
+    """
+    wrongs, rights = _as_list(wrong), _as_list(versus)
+    if len(wrongs) != 1:
+        raise ExplainError(f"a contrastive explanation compares ONE wrong neighbour with versus=...; got {len(wrongs)}")
+    if not rights:
+        raise ExplainError("versus is empty: pass the neighbour(s) that should have ranked above the wrong one")
+    linear = spec.contrast_params(model)
+    if linear is None:
+        able = sorted(n for n, s in REGISTRY.items() if s.contrast_params(model) is not None)
+        raise ExplainError(f"method {spec.name!r} has no contrastive (margin) map for model {model.spec!r}; "
+                           f"use one of {', '.join(able)}")
+    ctx = PairContext(model, query, wrongs + rights, seed=seed, batch_size=batch_size)
+    t0 = time.perf_counter()
+    query_params = {**params, **linear}
+    q_out = spec.fn(ctx, "query", **query_params) if side in ("query", "both") else MethodOutput()
+    n_out = spec.fn(ctx, "neighbour", **params) if side in ("neighbour", "both") else MethodOutput()
+    merged = MethodOutput(query_feature_maps=q_out.query_feature_maps, neighbour_feature_maps=n_out.neighbour_feature_maps,
+                          query_maps=q_out.query_maps, neighbour_maps=n_out.neighbour_maps,
+                          params={**n_out.params} if side != "query" else {**q_out.params},
+                          extras={**q_out.extras, **n_out.extras})
+    pair = _explanation(spec.name, ctx, merged, t0)
+    if side in ("query", "both"):
+        pair.params["query_params"] = {"seed": ctx.seed, **q_out.params}
+
+    def margin_maps(maps: np.ndarray | None) -> np.ndarray | None:
+        return None if maps is None else (maps[:1] - maps[1:]).astype(np.float32)
+
+    sims = pair.similarities
+    return ContrastExplanation(method=spec.name, similarities=sims, margins=(sims[0] - sims[1:]).astype(np.float32),
+                               query_maps=margin_maps(pair.query_maps), pair=pair,
+                               query_params={"seed": ctx.seed, **q_out.params} if side != "neighbour" else {},
+                               cost=ctx.cost, query_feature_maps=margin_maps(pair.query_feature_maps))

@@ -66,7 +66,7 @@ def side_gradients(ctx: PairContext, which: str, score) -> tuple[torch.Tensor, t
 
 
 @register("gradcam", "Grad-CAM with the similarity as target (2.1); one backward pass per side for all K pairs",
-          kind="gradient", needs_features=True)
+          kind="gradient", needs_features=True, contrast={"relu": False})
 def attribute(ctx: PairContext, side: str, relu: bool = True) -> MethodOutput:
     relu = bool(relu)
     out = MethodOutput(params={"relu": relu, "layer": ctx.model.layer, "metric": ctx.model.metric})

@@ -141,7 +141,7 @@ def _explain_image(ctx: PairContext, which: int | None, segments: np.ndarray, n_
 
 
 @register("kernelshap", "Kernel SHAP on SLIC superpixels with the similarity as value, exact efficiency (3.6)",
-          kind="perturbation", needs_features=False)
+          kind="perturbation", needs_features=False, contrast={})
 def attribute(ctx: PairContext, side: str, n_samples: int | None = None, baseline: str | float | torch.Tensor = "mean",
               paired: bool = True, segmentation: str = "slic", n_segments: int = 50, compactness: float = 20.0,
               sigma: float = 1.0, kernel_size: float = 4, max_dist: float = 200, ratio: float = 0.2) -> MethodOutput:

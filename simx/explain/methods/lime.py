@@ -85,7 +85,7 @@ def _explain_image(ctx: PairContext, which: int | None, segments: np.ndarray, n_
 
 
 @register("lime", "LIME on quickshift superpixels with the similarity as target, ridge surrogate (3.5)",
-          kind="perturbation", needs_features=False)
+          kind="perturbation", needs_features=False, contrast={})
 def attribute(ctx: PairContext, side: str, n_samples: int = 1000, baseline: str | float | torch.Tensor = "segment_mean",
               kernel_width: float = 0.25, alpha: float = 1.0, segmentation: str = "quickshift", n_segments: int = 50,
               compactness: float = 20.0, sigma: float = 1.0, kernel_size: float = 4, max_dist: float = 200,

@@ -34,7 +34,7 @@ from ..superpixels import chunk_size
 
 
 @register("rise", "RISE: random smooth masks, coverage-normalised similarity-weighted sum (3.3)",
-          kind="perturbation", needs_features=False)
+          kind="perturbation", needs_features=False, contrast={})
 def attribute(ctx: PairContext, side: str, n_samples: int = 2000, s: int = 8, p: float = 0.5,
               baseline: str | float | torch.Tensor = "mean") -> MethodOutput:
     h, w = ctx.size

@@ -22,6 +22,10 @@ Fill (``baseline``): ``"black"`` by default = XAITK ``fill=None`` (occluded pixe
 model's normalisation); every engine baseline works. Cost: one forward per window per explained image; the query
 side's masked embeddings are computed once for all K neighbours (methods.md 1, rule 3). ``extras`` hold the window
 boxes (y0, x0, y1, x1) and the window scores delta (K, N) per side.
+
+``signed=True`` scores each window by the drop of the model's own similarity, delta_i = s(q, r) - s(q, r (.) m_i),
+neither clamped at 0 nor max-abs scaled: a signed map in similarity units that is linear in the similarity, the
+form the contrastive maps take (the map of a margin s(q, a) - s(q, b) is then the difference of the two maps).
 """
 
 from __future__ import annotations
@@ -66,26 +70,31 @@ def embedding_distance(a: torch.Tensor, b: torch.Tensor, distance: str) -> torch
     raise ExplainError(f"unknown distance {distance!r}; choose one of {', '.join(DISTANCES)}")
 
 
-def saliency(deltas: torch.Tensor, occluded: torch.Tensor) -> torch.Tensor:
+def saliency(deltas: torch.Tensor, occluded: torch.Tensor, scale: bool = True) -> torch.Tensor:
     """(K, N) window scores, (N, H, W) occlusion indicators 1 - m_i -> (K, H, W) coverage-normalised, max-abs
-    scaled maps (one matrix product)."""
+    scaled maps (one matrix product); ``scale=False`` keeps the coverage-normalised scores as they are."""
     n, h, w = occluded.shape
     occ = occluded.reshape(n, h * w).to(deltas)
     sal = deltas @ occ
     cover = occ.sum(0)
     sal = sal / torch.where(cover > 0, cover, torch.ones_like(cover))
+    if not scale:
+        return sal.reshape(-1, h, w)
     peak = sal.abs().amax(dim=1, keepdim=True)
     sal = sal / torch.where(peak > 0, peak, torch.ones_like(peak))
     return sal.clamp(-1, 1).reshape(-1, h, w)
 
 
 @register("sbsm", "SBSM: sliding-window occlusion, increase in embedding distance per window (3.2, XAITK)",
-          kind="perturbation", needs_features=False)
+          kind="perturbation", needs_features=False, contrast={"signed": True})
 def attribute(ctx: PairContext, side: str, window: int | tuple[int, int] | None = None,
               stride: int | tuple[int, int] | None = None, distance: str = "auto",
-              baseline: str | float | torch.Tensor = "black") -> MethodOutput:
+              baseline: str | float | torch.Tensor = "black", signed: bool = False) -> MethodOutput:
     if distance not in DISTANCES:
         raise ExplainError(f"unknown distance {distance!r}; choose one of {', '.join(DISTANCES)}")
+    signed = bool(signed)
+    if signed and distance != "auto":
+        raise ExplainError("sbsm signed=True scores the drop of the model's own similarity; leave distance='auto'")
     h, w = ctx.size
     dw, ds = default_window(max(h, w))
     window = window if window is not None else dw
@@ -95,9 +104,19 @@ def attribute(ctx: PairContext, side: str, window: int | tuple[int, int] | None 
     metric = ctx.model.metric
     out = MethodOutput(params={"window": window, "stride": stride, "baseline": baseline if not isinstance(
         baseline, torch.Tensor) else "tensor", "distance": distance if distance != "auto" else
-        {"cosine": "cosine", "l2": "euclidean", "ip": "ip"}[metric], "n_windows": int(keep.shape[0])})
+        {"cosine": "cosine", "l2": "euclidean", "ip": "ip"}[metric], "n_windows": int(keep.shape[0]), "signed": signed})
     out.extras["windows"] = window_boxes((h, w), window, stride)
     eq, en = ctx.query_embedding, ctx.neighbour_embeddings
+    if signed:  # the drop of the similarity itself, unclamped and unscaled: linear in the similarity
+        if side in ("query", "both"):
+            deltas = (ctx.similarities().double()[None] - ctx.query_mask_scores(keep, baseline).double()).T  # (K, N)
+            out.query_maps = saliency(deltas, occluded, scale=False).float().cpu().numpy()
+            out.extras["query_window_scores"] = deltas.float().cpu().numpy()
+        if side in ("neighbour", "both"):
+            deltas = ctx.similarities().double()[:, None] - ctx.neighbour_mask_scores(keep, baseline).double()
+            out.neighbour_maps = saliency(deltas, occluded, scale=False).float().cpu().numpy()
+            out.extras["neighbour_window_scores"] = deltas.float().cpu().numpy()
+        return out
     if side in ("query", "both"):
         if distance == "auto":
             d = similarity_to_distance(ctx.query_mask_scores(keep, baseline).double(), metric)  # (N, K)

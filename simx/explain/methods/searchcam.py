@@ -33,7 +33,7 @@ def _project(ctx: PairContext, feats: torch.Tensor) -> torch.Tensor:
 
 
 @register("searchcam", "Closed-form first-order search CAM of a pooled-embedding model (2.2); no backward pass",
-          kind="closed-form", needs_features=True)
+          kind="closed-form", needs_features=True, contrast={})
 def attribute(ctx: PairContext, side: str) -> MethodOutput:
     if ctx.model.metric == "l2":
         raise ExplainError("searchcam is defined for inner-product and cosine similarity; for l2 use sfam or gradcam")

@@ -68,7 +68,8 @@ def channel_importance(metric: str, pa: torch.Tensor, pb: torch.Tensor, ea: torc
 
 
 @register("sfam", "SFAM channel-importance maps for cosine, inner product and Euclidean metrics (2.4); no backward",
-          kind="closed-form", needs_features=True)
+          kind="closed-form", needs_features=True,
+          contrast=lambda model: None if model.metric == "l2" else {"relu": False})
 def attribute(ctx: PairContext, side: str, variant: str = "share", euclid_importance: str = "gap",
               tau: float | None = None, relu: bool | None = None, space: str = "embedding") -> MethodOutput:
     metric = ctx.model.metric

@@ -1,0 +1,188 @@
+""""Why not the right one?": the contrast view of a retrieval failure, as plain functions over an index.
+
+* :func:`failing_pair` / :func:`propose_right`: where "wrong" and "right" come from without typing. With a label
+  store, a neighbour labelled ``good`` is right and one labelled ``bad`` is wrong; otherwise an item is right
+  when it carries the query's label. The wrong neighbour is the best-ranked one that is not right, when it ranks
+  above the best-ranked right one.
+* :func:`why_not`: the contrastive explanation (:func:`simx.explain.explain` with ``versus``), the counterfactual
+  regions on the query and on the wrong neighbour (:mod:`simx.explain.counterfactual`), the global-colour check,
+  a one-line reading and the label reason it suggests.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ExplainError
+from ..models import SimModel
+from .base import ContrastExplanation
+from .counterfactual import Counterfactual, counterfactual, grey_check
+from .engine import explain
+
+#: How deep :func:`propose_right` looks for an item with the query's label.
+SEARCH_DEPTH = 100
+
+
+def _verdicts(labels: Any, index_name: str, query_id: str, user: str | None) -> dict[str, str]:
+    """neighbour id -> verdict of the query's labelled pairs (the most recent label wins)."""
+    if labels is None:
+        return {}
+    out: dict[str, str] = {}
+    for lab in labels.list(index=index_name, query_id=query_id, user=user):  # newest first
+        out.setdefault(lab.neighbour_id, lab.verdict)
+    return out
+
+
+def _is_right(hit: Any, query_label: str | None, verdicts: dict[str, str]) -> bool | None:
+    """True / False for a right / wrong neighbour, None when nothing says."""
+    verdict = verdicts.get(hit.id)
+    if verdict is not None:
+        return verdict == "good"
+    if query_label in (None, "") or hit.label in (None, ""):
+        return None
+    return hit.label == query_label
+
+
+def failing_pair(index: Any, query_id: str, labels: Any = None, user: str | None = None, k: int = SEARCH_DEPTH
+                 ) -> tuple[Any, Any] | None:
+    """(wrong, right) :class:`~simx.index.search.Hit` of a failing query, or None when the query does not fail
+    (its best-ranked judged neighbour is right) or has no right neighbour within ``k``."""
+    query_label = index.item(query_id).label
+    verdicts = _verdicts(labels, index.name, query_id, user)
+    wrong = right = None
+    for hit in index.search_id(query_id, k=k):
+        judged = _is_right(hit, query_label, verdicts)
+        if judged is True:
+            right = hit
+            break
+        if judged is False and wrong is None:
+            wrong = hit
+    return (wrong, right) if wrong is not None and right is not None else None
+
+
+def propose_right(index: Any, query_id: str, labels: Any = None, user: str | None = None, k: int = SEARCH_DEPTH,
+                  exclude: str | None = None) -> Any:
+    """The neighbour that should have ranked first: the best-ranked one labelled ``good`` in ``labels``, else the
+    best-ranked item with the query's label (within ``k``), skipping ``exclude``; None when there is none."""
+    query_label = index.item(query_id).label
+    verdicts = _verdicts(labels, index.name, query_id, user)
+    for hit in index.search_id(query_id, k=k):
+        if hit.id != exclude and _is_right(hit, query_label, verdicts):
+            return hit
+    return None
+
+
+_POSITIONS = (("top left", "top", "top right"), ("left", "centre", "right"),
+              ("bottom left", "bottom", "bottom right"))
+
+
+def colour_name(rgb: np.ndarray) -> str:
+    """A plain colour word for a mean RGB (0-255): grey levels by value, hues by angle."""
+    r, g, b = (float(v) / 255 for v in rgb)
+    h, s, v = colorsys.rgb_to_hsv(r, g, b)
+    if v < 0.2:
+        return "black"
+    if s < 0.2:
+        return "white" if v > 0.85 else "grey"
+    hue = h * 360
+    if 15 <= hue < 45 and v < 0.6:
+        return "brown"
+    for bound, name in ((15, "red"), (45, "orange"), (70, "yellow"), (170, "green"), (200, "cyan"), (255, "blue"),
+                        (290, "purple"), (335, "pink"), (360, "red")):
+        if hue < bound:
+            return name
+    return "red"
+
+
+def describe_region(image: np.ndarray, mask: np.ndarray) -> str:
+    """"the red region at the top left": mean colour and centroid of ``mask`` (H, W) on ``image`` (H, W, 3)."""
+    if not mask.any():
+        return "no region"
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    row = min(2, int(3 * ys.mean() / h))
+    col = min(2, int(3 * xs.mean() / w))
+    colour = colour_name(np.asarray(image, np.float64)[mask].mean(axis=0))
+    return f"the {colour} region at the {_POSITIONS[row][col]}"
+
+
+@dataclass
+class WhyNot:
+    """Everything the "Why not the right one?" view shows for one (query, wrong, right) triple."""
+
+    contrast: ContrastExplanation
+    query_region: Counterfactual
+    wrong_region: Counterfactual | None
+    grey: dict[str, Any]
+    reading: str
+    reason: str | None
+
+    @property
+    def margin(self) -> float:
+        return float(self.contrast.margins.max())
+
+    def to_dict(self, with_masks: bool = False) -> dict[str, Any]:
+        return {"method": self.contrast.method, "margins": [float(m) for m in self.contrast.margins],
+                "similarities": [float(s) for s in self.contrast.similarities],
+                "query_region": self.query_region.to_dict(with_masks),
+                "wrong_region": None if self.wrong_region is None else self.wrong_region.to_dict(with_masks),
+                "grey": self.grey, "reading": self.reading, "reason": self.reason,
+                "cost": self.contrast.cost.to_dict()}
+
+
+def reading(contrast: ContrastExplanation, query_region: Counterfactual, grey: dict[str, Any]) -> str:
+    """One line saying why the wrong neighbour won, from the verified counterfactual (margins are measured)."""
+    margin = query_region.margin_before
+    if margin <= 0:
+        return f"the right neighbour already ranks first (margin {margin:+.3f})"
+    if query_region.found:
+        what = describe_region(contrast.query_image, query_region.mask)
+        drop = margin - query_region.margin_after
+        return (f"{what} ({query_region.area:.0%} of the query) favours the wrong one by {drop:.3f} of the "
+                f"{margin:.3f} margin: without it the right one ranks first")
+    worst_grey = max(grey["grey_margin"])
+    verdict = "colour decides" if grey["colour_decides"] else "not colour alone"
+    return (f"no region up to {query_region.area:.0%} of the query flips the {margin:.3f} margin: the cause is "
+            f"global (colour, style); with the images in grey the margin is {worst_grey:+.3f} ({verdict})")
+
+
+def suggest_reason(query_region: Counterfactual, grey: dict[str, Any], boxes: np.ndarray | None = None) -> str | None:
+    """The label reason the contrast view suggests: ``colour_over_shape`` when the cause is global and grey
+    images reverse the order, ``background_shortcut`` when the flipping region lies mostly outside the query's
+    object boxes (``boxes``: (H, W) bool mask of the objects, when known), ``partial_match`` for any other local
+    region (the wrong neighbour shares a part of the query), None when nothing is clear."""
+    if query_region.margin_before <= 0:
+        return None
+    if not query_region.found:
+        return "colour_over_shape" if grey["colour_decides"] else None
+    if boxes is not None and boxes.shape == query_region.mask.shape and query_region.mask.any():
+        inside = float((boxes & query_region.mask).sum()) / float(query_region.mask.sum())
+        if inside < 0.5:
+            return "background_shortcut"
+    return "partial_match"
+
+
+def why_not(model: SimModel, query: Any, wrong: Any, right: Any, method: str = "searchcam", seed: int = 0,
+            grid: int | None = None, boxes: np.ndarray | None = None, wrong_side: bool = True,
+            **params: Any) -> WhyNot:
+    """The "Why not the right one?" analysis of one failure (see the module docstring). ``right`` may be a list
+    (every right neighbour must win for a region to count). ``boxes``: the query's object mask (H, W) at model
+    input resolution, when known, for the reason suggestion."""
+    rights = list(right) if isinstance(right, (list, tuple)) else [right]
+    if not rights:
+        raise ExplainError("why_not needs at least one right neighbour")
+    exp = explain(model, query, wrong, versus=rights, method=method, seed=seed, side="both", **params)
+    kw = {} if grid is None else {"grid": grid}
+    # every right neighbour must win, so the hardest rival (the largest margin) decides: its map leads the search
+    j = int(np.argmax(exp.margins))
+    q_region = counterfactual(model, query, wrong, rights, exp.query_maps[j], side="query", **kw)
+    w_region = None
+    if wrong_side and exp.pair.neighbour_maps is not None:
+        w_region = counterfactual(model, query, wrong, rights, exp.pair.neighbour_maps[0], side="wrong", **kw)
+    grey = grey_check(model, query, wrong, rights)
+    return WhyNot(contrast=exp, query_region=q_region, wrong_region=w_region, grey=grey,
+                  reading=reading(exp, q_region, grey), reason=suggest_reason(q_region, grey, boxes))
