@@ -14,8 +14,6 @@ import gc
 import hashlib
 import json
 import os
-import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -244,41 +242,17 @@ def get_neighbours(name: str, query: str, k: int) -> list[dict]:
     return neighbours(str(index_root()), name, index_stamp(name), query, int(k), _data=uploaded_bytes(query))
 
 
-#: One explanation at a time per process: the model's passes would only contend for the same cores, and the
-#: feature prefetch below must not interleave with a user's request.
-_EXPLAIN_LOCK = threading.Lock()
-_PREFETCHED: set[tuple] = set()
-#: People waiting for an explanation: the prefetch steps aside while anyone does.
-_WAITING = [0]
-_WAITING_LOCK = threading.Lock()
-
-
-class _UserTurn:
-    """Hold the explanation lock for a person's request, announcing the wait so the prefetch yields."""
-
-    def __enter__(self):
-        with _WAITING_LOCK:
-            _WAITING[0] += 1
-        _EXPLAIN_LOCK.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        _EXPLAIN_LOCK.release()
-        with _WAITING_LOCK:
-            _WAITING[0] -= 1
-        return False
-
-
 def _explain_view(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str,
                   data: bytes | None, faithfulness: bool = False):
     from simx.data import load_image
     from simx.explain import explain
+    from simx.explain.scheduling import TURNS
     from simx.report import pair_view_dict
 
     index = _open_index(root, name, stamp)
     qimg = load_image(data) if query.startswith(UPLOAD_PREFIX) else load_image(index.item(query).path)
     nimg = load_image(index.item(neighbour).path)
-    with _UserTurn():
+    with TURNS.person():  # one explanation at a time; the prefetch steps aside
         exp = explain(index.model, qimg, [nimg], method=method, side="both", seed=0, **json.loads(params_json))
         if faithfulness:
             return exp.faithfulness()
@@ -286,33 +260,16 @@ def _explain_view(root: str, name: str, stamp: str, query: str, neighbour: str, 
 
 
 def prefetch_features(index, query: str, neighbour_ids: Sequence[str]) -> None:
-    """Warm simx's feature cache for the query and its shown neighbours in a background thread (once per query),
-    one neighbour at a time, so that opening a pair only pays for the method's own passes. Best effort: any
-    failure just leaves the cache cold."""
-    key = (str(index.path), index_stamp(index.name), query)
-    if key in _PREFETCHED or os.environ.get("SIMX_NO_PREFETCH"):
-        return
-    _PREFETCHED.add(key)
+    """Warm simx's feature cache for the query and its shown neighbours in the background (once per query), so
+    that opening a pair only pays for the method's own passes (:class:`simx.explain.scheduling.FeaturePrefetcher`)."""
+    from simx.data import load_image
+    from simx.explain.scheduling import PREFETCHER
+
     data = uploaded_bytes(query)
-
-    def work() -> None:
-        from simx.data import load_image
-        from simx.explain import PairContext
-
-        try:
-            qimg = load_image(data) if query.startswith(UPLOAD_PREFIX) else load_image(index.item(query).path)
-            for nid in neighbour_ids:
-                nimg = load_image(index.item(nid).path)
-                while _WAITING[0]:  # a person is waiting for an explanation: let them go first
-                    time.sleep(0.02)
-                with _EXPLAIN_LOCK:  # the unperturbed features/embeddings of both images land in the engine cache
-                    ctx = PairContext(index.model, qimg, [nimg])
-                    ctx.query_embedding  # noqa: B018
-                    ctx.neighbour_embeddings  # noqa: B018
-        except Exception:  # noqa: BLE001 - a cold cache is the only consequence
-            return
-
-    threading.Thread(target=work, name="simx-prefetch", daemon=True).start()
+    path = None if query.startswith(UPLOAD_PREFIX) else index.item(query).path
+    PREFETCHER.prefetch((str(index.path), index_stamp(index.name), query), index.model,
+                        lambda: load_image(data) if path is None else load_image(path),
+                        [index.item(nid).path for nid in neighbour_ids])
 
 
 @st.cache_data(show_spinner=False, max_entries=128)  # a pair view is up to ~1 MB (images, maps, joint matrix)
