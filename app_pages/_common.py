@@ -377,7 +377,8 @@ def sidebar_index() -> str | None:
                              on_change=chosen)
         return None
     if st.session_state.get("index_pick") not in names or (wanted and st.session_state.get("index_pick") != wanted):
-        st.session_state["index_pick"] = wanted or names[0]
+        first = os.environ.get("SIMX_INDEX")  # simx dashboard --index NAME
+        st.session_state["index_pick"] = wanted or (first if first in names else names[0])
 
     def changed() -> None:
         set_qp(index=st.session_state["index_pick"], query=None, neighbour=None)

@@ -6,8 +6,11 @@ command. ``add_arguments(parser)`` declares the options, ``run(args)`` does the 
 (None means 0). Another module adds a command by appending to :data:`COMMANDS` before :func:`build_parser` runs;
 the CLI itself only calls the same public functions the dashboard uses.
 
-Errors simx raises on purpose (:class:`~simx.errors.SimxError`) are printed as ``error: <message>`` on stderr with
-exit status 2 and no traceback; anything else is a bug and keeps its traceback.
+Exit status: 0 on success; 1 for a runtime error simx reports on purpose (:class:`~simx.errors.SimxError`: a
+missing index, bad data), printed as ``error: <message>`` on stderr with no traceback; 2 for a usage error (argparse's
+own, or :class:`~simx.errors.UsageError`); 130 when interrupted. Anything else is a bug and keeps its traceback.
+When the reader of the output goes away (``simx eval NAME | head``) the command stops quietly with 141, the status a
+shell reports for a process ended by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import sys
 from typing import Any, Callable
 
 from . import __version__
-from .errors import SimxError
+from .errors import SimxError, UsageError
 
 #: ``(name, add_arguments(parser), run(args) -> exit code, one-line help)`` for every command, in help order.
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], "int | None"], str]
@@ -92,6 +95,8 @@ def add_index_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--update", action="store_true",
                    help="re-embed only new or changed files, drop removed ones, reuse the other stored vectors "
                         "(refused if the model, layer, metric or preprocessing differ)")
+    p.add_argument("--json", action="store_true",
+                   help="print the new index's meta.json (counts, model, FAISS, skipped files) instead of a summary")
     _add_root(p)
 
 
@@ -101,7 +106,10 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     result = build_index(args.source, args.name, model=args.model, layer=args.layer, metric=args.metric,
                          factory=args.factory, batch_size=args.batch_size, workers=args.workers, device=args.device,
                          fit=args.fit, update=args.update, root=args.root, progress=_progress(args))
-    print(result.summary())
+    if getattr(args, "json", False):
+        _print_json({"name": result.name, "path": str(result.path), **result.meta})
+    else:
+        print(result.summary())
     return 0
 
 
@@ -253,7 +261,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ dashboard
+
+
+def add_dashboard(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", metavar="NAME", default=None, help="index to open first (default: the first one)")
+    p.add_argument("--port", type=int, default=None, help="port to serve on (default: Streamlit's, 8501)")
+    p.add_argument("--address", default=None, help="address to listen on (default: localhost only)")
+    _add_root(p)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .launch import run_dashboard
+
+    return run_dashboard(index=args.index, root=args.root, port=args.port, address=args.address)
+
+
 COMMANDS.extend([
+    ("dashboard", add_dashboard, cmd_dashboard, "serve the dashboard in the browser (Streamlit) on the indexes"),
     ("index build", add_index_build, cmd_index_build,
      "embed a gallery into a new index (or --update an existing one)"),
     ("index list", add_index_list, cmd_index_list, "list the indexes under the index root"),
@@ -312,14 +337,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> int:
+    """The reader closed the pipe: point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (captured in tests): nothing to silence
+        pass
+    return 141
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``simx`` console script; returns the exit status."""
+    """Entry point of the ``simx`` console script; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args._run(args) or 0)
-    except SimxError as exc:
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except SimxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -9,6 +9,12 @@ class SimxError(Exception):
     """Base class of every error simx reports to a user."""
 
 
+class UsageError(SimxError):
+    """The command line or call was used wrongly (an unknown method name, options that exclude each other): the
+    CLI exits with status 2, as argparse does for its own usage errors; every other :class:`SimxError` is a runtime
+    error (missing index, bad data) and exits with 1."""
+
+
 class ImageLoadError(SimxError):
     """An image file could not be decoded safely (missing, truncated, not an image, too large)."""
 

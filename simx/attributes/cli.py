@@ -76,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from .train import compare_heat, train_for_index
 
     if args.saliency not in METHODS or args.saliency == "sane":
-        from ..errors import SimxError
+        from ..errors import UsageError
 
-        raise SimxError(f"unknown saliency method {args.saliency!r}; choose one of "
+        raise UsageError(f"unknown saliency method {args.saliency!r}; choose one of "
                         f"{', '.join(m for m in METHODS if m != 'sane')}")
     index = open_index(args.index, args.root)
     progress = not args.quiet

@@ -86,12 +86,12 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import sys
 
-    from ..errors import SimxError
+    from ..errors import UsageError
 
     which = args.galleries or list(DEMO_GALLERIES)
     unknown = [w for w in which if w not in DEMO_GALLERIES]
     if unknown:
-        raise SimxError(f"unknown demo gallery {', '.join(unknown)}; choose from {', '.join(DEMO_GALLERIES)}")
+        raise UsageError(f"unknown demo gallery {', '.join(unknown)}; choose from {', '.join(DEMO_GALLERIES)}")
     progress = not args.quiet and sys.stderr.isatty()
     for d in build_demo(which, data=args.data, root=args.root, model=args.model, n_scenes=args.scenes,
                         progress=progress):

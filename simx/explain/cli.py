@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import SimxError
+from ..errors import SimxError, UsageError
 
 EPILOG = """examples:
   simx explain stamps animals/cat.png animals/lion.png --method gradcam --out pair.png
@@ -90,9 +90,9 @@ def _method_params(method: str, args: argparse.Namespace) -> dict[str, Any]:
         accepts = "n_samples" in sig.parameters or any(
             p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
         if not accepts:
-            raise SimxError(f"method {method!r} takes no --n-samples (it does not sample)")
+            raise UsageError(f"method {method!r} takes no --n-samples (it does not sample)")
         if args.n_samples < 1:
-            raise SimxError("--n-samples must be at least 1")
+            raise UsageError("--n-samples must be at least 1")
         params["n_samples"] = int(args.n_samples)
     return params
 
@@ -106,7 +106,7 @@ def _numbers(value: str | None, count: int, option: str) -> tuple[float, ...] | 
     except ValueError:
         nums = ()
     if len(nums) != count:
-        raise SimxError(f"{option} takes {count} comma-separated numbers, got {value!r}")
+        raise UsageError(f"{option} takes {count} comma-separated numbers, got {value!r}")
     return nums
 
 
@@ -124,15 +124,15 @@ def run(args: argparse.Namespace) -> int:
     from .views import draw_joint
 
     if args.method not in METHODS:
-        raise SimxError(f"unknown method {args.method!r}; choose one of {', '.join(sorted(METHODS))}")
+        raise UsageError(f"unknown method {args.method!r}; choose one of {', '.join(sorted(METHODS))}")
     params = _method_params(args.method, args)
     point = _numbers(args.point, 2, "--point")
     box = _numbers(args.box, 4, "--box")
     is_joint = REGISTRY[args.method].kind == "joint"
     if (point or box) and not is_joint:
-        raise SimxError(f"--point/--box apply to joint methods ({', '.join(n for n, s in REGISTRY.items() if s.kind == 'joint')})")
+        raise UsageError(f"--point/--box apply to joint methods ({', '.join(n for n, s in REGISTRY.items() if s.kind == 'joint')})")
     if point and box:
-        raise SimxError("give --point or --box, not both")
+        raise UsageError("give --point or --box, not both")
     index = open_index(args.index, root=args.root)
     q_id, q_path = resolve_image(index, args.query, "QUERY")
     n_id, n_path = resolve_image(index, args.neighbour, "NEIGHBOUR")
@@ -187,16 +187,10 @@ COMMAND = ("explain", add_arguments, run, "explain why a neighbour matches a que
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m simx.explain.cli ...`` without the ``simx`` front end."""
-    parser = argparse.ArgumentParser(prog="simx explain", description=COMMAND[3],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except SimxError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m simx.explain.cli ...``: the same as ``simx explain ...`` (same exit statuses)."""
+    from ..cli import main as simx_main
+
+    return simx_main(["explain", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -73,14 +73,14 @@ def test_explain_json_file_path_and_options(tiny_index, tmp_path, capsys):
 def test_explain_errors(tiny_index, capsys):
     root, _ = tiny_index
     code, _, err = _run(["tiny", "nope", "a/0.png", "-m", "searchcam", "--root", str(root)], capsys)
-    assert code == 2 and "QUERY 'nope' is neither an id in index 'tiny' nor an image file" in err
+    assert code == 1 and "QUERY 'nope' is neither an id in index 'tiny' nor an image file" in err
     code, _, err = _run(["tiny", "a/0.png", "a/1.png", "-m", "nosuch", "--root", str(root)], capsys)
     assert code == 2 and "unknown method 'nosuch'" in err and "searchcam" in err
     code, _, err = _run(["tiny", "a/0.png", "a/1.png", "-m", "searchcam", "--n-samples", "10",
                          "--root", str(root)], capsys)
     assert code == 2 and "takes no --n-samples" in err
     code, _, err = _run(["missing", "a/0.png", "a/1.png", "-m", "searchcam", "--root", str(root)], capsys)
-    assert code == 2 and "missing" in err
+    assert code == 1 and "missing" in err
 
 
 def test_command_tuple_and_resolution(tiny_index):

@@ -109,23 +109,23 @@ def test_eval_text_json_and_csv(cli_index, tmp_path, capsys):
     assert 0.0 <= res["overall"]["mAP@k"] <= 1.0 and len(res["per_label"]) == 3
 
 
-def test_errors_are_one_line_with_exit_code_2(cli_index, tmp_path, capsys):
+def test_runtime_errors_are_one_line_with_exit_code_1(cli_index, tmp_path, capsys):
     code, out, err = run(capsys, "search", "nope", "x.png", "--root", str(cli_index))
-    assert code == 2 and err.startswith("error: no index named 'nope'") and "Traceback" not in err
+    assert code == 1 and err.startswith("error: no index named 'nope'") and "Traceback" not in err
     code, _, err = run(capsys, "search", "g", "not-an-id-nor-a-file", "--root", str(cli_index))
-    assert code == 2 and "neither an id in index 'g' nor an image file" in err
+    assert code == 1 and "neither an id in index 'g' nor an image file" in err
     make_gallery(tmp_path / "flat", {"red": 2})
     for p in (tmp_path / "flat" / "red").iterdir():  # move images to the top: no labels
         p.rename(tmp_path / "flat" / p.name)
     run(capsys, "index", "build", str(tmp_path / "flat"), "--name", "nolabels", "--model", TINY,
         "--root", str(cli_index), "--workers", "0")
     code, _, err = run(capsys, "eval", "nolabels", "--root", str(cli_index))
-    assert code == 2 and "has no labels" in err
+    assert code == 1 and "has no labels" in err
     code, _, err = run(capsys, "index", "build", str(tmp_path / "missing"), "--name", "m", "--root", str(cli_index))
-    assert code == 2 and "gallery source not found" in err
+    assert code == 1 and "gallery source not found" in err
     code, _, err = run(capsys, "index", "build", str(tmp_path / "flat"), "--name", "c", "--model", TINY,
                        "--device", "cuda", "--root", str(cli_index))  # the tests hide CUDA (tests/conftest.py)
-    assert code == 2 and "torch sees no CUDA device" in err
+    assert code == 1 and "torch sees no CUDA device" in err
     with pytest.raises(SystemExit) as exc:  # argparse usage errors keep argparse's exit status 2
         main(["index", "build", "--name", "x"])
     assert exc.value.code == 2
@@ -146,7 +146,7 @@ def test_update_through_the_cli(cli_index, gallery, capsys):
     assert code == 0 and "update: 11 reused, 0 embedded, 1 removed" in out
     code, _, err = run(capsys, "index", "build", str(gallery), "--name", "g", "--update", "--metric", "ip",
                        "--root", str(cli_index), "--workers", "0")
-    assert code == 2 and "cannot --update index 'g'" in err and "metric" in err
+    assert code == 1 and "cannot --update index 'g'" in err and "metric" in err
 
 
 def test_no_progress_bar_when_quiet_or_not_a_terminal(gallery, root, capsys):
