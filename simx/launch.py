@@ -21,17 +21,17 @@ INDEX_ENV = "SIMX_INDEX"
 
 
 def dashboard_dir() -> Path:
-    """The folder holding ``app.py``, ``pages/`` and ``.streamlit/``: the source checkout, else the installed
+    """The folder holding ``app.py``, ``app_pages/`` and ``.streamlit/``: the source checkout, else the installed
     ``simx_dashboard`` package."""
     checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "app.py").is_file() and (checkout / "pages").is_dir():
+    if (checkout / "app.py").is_file() and (checkout / "app_pages").is_dir():
         return checkout
     spec = importlib.util.find_spec("simx_dashboard")
     if spec is not None and spec.submodule_search_locations:
         folder = Path(next(iter(spec.submodule_search_locations)))
         if (folder / "app.py").is_file():
             return folder
-    raise SimxError("the dashboard files (app.py, pages/) are not installed with this copy of simx; "
+    raise SimxError("the dashboard files (app.py, app_pages/) are not installed with this copy of simx; "
                     "reinstall it with `pip install simx` or run it from a source checkout")
 
 

@@ -68,7 +68,7 @@ def test_python_dash_m_simx():
 
 def test_dashboard_command_finds_the_app_and_passes_the_settings(monkeypatch):
     folder = launch.dashboard_dir()
-    assert (folder / "app.py").is_file() and (folder / "pages" / "explore.py").is_file()
+    assert (folder / "app.py").is_file() and (folder / "app_pages" / "explore.py").is_file()
     cmd = launch.dashboard_command(port=8600, address="127.0.0.1")
     assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"] and cmd[4] == str(folder / "app.py")
     # every setting of .streamlit/config.toml travels as a flag (Streamlit reads the file only from the cwd)
