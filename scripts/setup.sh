@@ -21,12 +21,12 @@ if [ ${#apt_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${apt_pkgs[*]} with apt-get"
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}"; } >/tmp/simx-apt.log 2>&1; then
-      say "apt-get failed (see /tmp/simx-apt.log): the demo falls back to generated images, browser and PostgreSQL tests are skipped"
+      say "apt-get failed (see /tmp/simx-apt.log): the demo falls back to generated images, and ./test.sh will fail the browser, PostgreSQL and real-stamp tests that need these packages"
     fi
   else
     say "not root or no apt-get: skipping ${apt_pkgs[*]} (sudo apt-get install ${apt_pkgs[*]} to get them)."
-    say "Without tuxpaint-stamps-default the demo uses generated images; without chromium browser tests are skipped;"
-    say "without postgresql the PostgreSQL label-store tests are skipped."
+    say "Without tuxpaint-stamps-default the demo uses generated images. ./test.sh forbids skips, so the tests that"
+    say "need chromium, postgresql or the real stamps fail without them (SIMX_NO_SKIPS=0 ./test.sh lets them skip)."
   fi
 fi
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from simx.attributes.cli import COMMAND, add_arguments, run
-from simx.errors import SimxError
+from simx.cli import main
 from simx.index import build_index
 
 
@@ -32,9 +32,8 @@ def test_command_entry_has_the_cli_shape():
 
 
 def test_train_writes_the_predictor_beside_the_index(toy_index, capsys):
-    args = _parse("train", "shapes", "--root", str(toy_index), "--saliency", "searchcam", "--epochs", "6",
-                  "--heat-images", "20", "--quiet")
-    assert run(args) == 0
+    assert main(["attributes", "train", "shapes", "--root", str(toy_index), "--saliency", "searchcam", "--epochs", "6",
+                 "--heat-images", "20", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "test mAP" in out and "searchcam maps" in out
     folder = toy_index / "shapes" / "attributes"
@@ -45,9 +44,8 @@ def test_train_writes_the_predictor_beside_the_index(toy_index, capsys):
 
 
 def test_eval_compares_with_and_without_saliency_supervision(toy_index, capsys):
-    args = _parse("eval", "shapes", "--root", str(toy_index), "--saliency", "searchcam", "--epochs", "6",
-                  "--heat-images", "20", "--quiet", "--json")
-    assert run(args) == 0
+    assert main(["attributes", "eval", "shapes", "--root", str(toy_index), "--saliency", "searchcam", "--epochs", "6",
+                 "--heat-images", "20", "--quiet", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert set(res) == {"heat", "no_heat"}
     assert res["heat"]["saliency"]["method"] == "searchcam" and res["no_heat"]["saliency"] == {}
@@ -57,8 +55,8 @@ def test_eval_compares_with_and_without_saliency_supervision(toy_index, capsys):
     assert "with L_heat" in text and "without L_heat" in text and "difference" in text
 
 
-def test_unknown_saliency_method_and_index_are_clear_errors(toy_index):
-    with pytest.raises(SimxError, match="unknown saliency method"):
-        run(_parse("train", "shapes", "--root", str(toy_index), "--saliency", "nope"))
-    with pytest.raises(SimxError, match="no index named"):
-        run(_parse("train", "missing", "--root", str(toy_index)))
+def test_unknown_saliency_method_and_index_are_clear_errors(toy_index, capsys):
+    assert main(["attributes", "train", "shapes", "--root", str(toy_index), "--saliency", "nope"]) == 2
+    assert "unknown saliency method" in capsys.readouterr().err
+    assert main(["attributes", "train", "missing", "--root", str(toy_index)]) == 1
+    assert "no index named" in capsys.readouterr().err
