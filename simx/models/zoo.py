@@ -147,8 +147,10 @@ def load_torchscript(spec, rest, layer=None, metric="cosine", device=None, prepr
 
 
 def load_python(spec, rest, layer=None, metric="cosine", device=None, preprocessing=None) -> SimModel:
-    """``python:MODULE:FACTORY``: ``FACTORY()`` returns a ready :class:`SimModel` or an ``nn.Module`` (wrapped
-    like a torchvision model, ImageNet preprocessing)."""
+    """``python:MODULE:FACTORY[@WEIGHTS]``: ``FACTORY()`` returns a ready :class:`SimModel` or an ``nn.Module``
+    (wrapped like a torchvision model, ImageNet preprocessing); ``@WEIGHTS`` loads a local checkpoint strictly
+    into that network (the ``SimModel``'s ``net``), e.g. the output of ``simx train``."""
+    rest, weights = rest.partition("@")[0], rest.partition("@")[2] or None
     modname, _, fname = rest.rpartition(":")
     if not modname or not fname:
         raise ModelSpecError(f"python spec must be python:MODULE:FACTORY, got {spec!r}")
@@ -157,6 +159,8 @@ def load_python(spec, rest, layer=None, metric="cosine", device=None, preprocess
     except (ImportError, AttributeError) as exc:
         raise ModelSpecError(f"cannot import factory {fname!r} from {modname!r}: {exc}") from None
     obj = factory()
+    if weights and isinstance(obj, (SimModel, torch.nn.Module)):
+        load_strict(obj.net if isinstance(obj, SimModel) else obj, read_state_dict(weights), source=weights)
     if isinstance(obj, SimModel):
         obj.spec = spec
         if metric != obj.metric:
