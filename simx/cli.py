@@ -294,9 +294,10 @@ def _register_feature_commands() -> None:
     from .attributes.cli import COMMAND as attributes_command
     from .demo.build import COMMAND as demo_command
     from .explain.cli import COMMAND as explain_command
+    from .diff.cli import COMMAND as diff_command
     from .training.cli import COMMAND as train_command
 
-    for command in (demo_command, explain_command, attributes_command, train_command):
+    for command in (demo_command, explain_command, attributes_command, train_command, diff_command):
         if all(c[0] != command[0] for c in COMMANDS):
             COMMANDS.append(command)
 
