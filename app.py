@@ -27,6 +27,7 @@ PAGES = [
     st.Page(str(PAGES_DIR / "embedding_map.py"), title="Embedding map", icon=":material/scatter_plot:",
             url_path="embedding_map"),
     st.Page(str(PAGES_DIR / "labels.py"), title="Labels", icon=":material/label:", url_path="labels"),
+    st.Page(str(PAGES_DIR / "compare.py"), title="Compare", icon=":material/compare:", url_path="compare"),
 ]
 
 nav = st.navigation(PAGES, position="hidden" if ui.presentation() else "sidebar")

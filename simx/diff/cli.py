@@ -4,7 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
+from typing import Any
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    """A plain left-aligned text table."""
+    cells = [header] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def _write_atomically(path: str, text: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,20 +41,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..index import open_index
-    from ..labels import _emit
     from .core import compare_indexes
     from .html import diff_report_html, summary_rows
 
     d = compare_indexes(open_index(args.a, root=args.root), open_index(args.b, root=args.root), k=args.k,
                         level=args.level)
     if args.html:
-        _emit(diff_report_html(d), args.html)
+        _write_atomically(args.html, diff_report_html(d))
     if args.json:
         json.dump(d.to_dict(), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
         return 0
-    from ..cli import _table
-
     print(f"{d.a} ({d.models['a']})  ->  {d.b} ({d.models['b']}), {d.overall['n_items']} items, k={d.k}")
     for note in d.notes:
         print(f"  note: {note}")
@@ -54,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                               for r in worst.itertuples(index=False)], ["id", "overlap", "entered", "left"]))
         moved = d.pairs[d.pairs["rank_a"] != d.pairs["rank_b"]].head(args.show)
         if len(moved):
-            print(f"\nlabelled pairs that moved (regressions first):")
+            print("\nlabelled pairs that moved (regressions first):")
             print(_table([[r.query, r.neighbour, r.verdict, r.rank_a, r.rank_b, r.status]
                           for r in moved.itertuples(index=False)],
                          ["query", "neighbour", "verdict", "rank A", "rank B", "status"]))
