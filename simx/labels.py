@@ -113,6 +113,7 @@ class _LabelRow(_Base):
 
 class _EventRow(_Base):
     __tablename__ = "label_events"
+    __table_args__ = (Index("ix_label_events_index_at", "index_name", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     label_id: Mapped[int] = mapped_column(Integer, index=True)
@@ -125,6 +126,10 @@ class _EventRow(_Base):
     note: Mapped[str] = mapped_column(Text, default="")
     user: Mapped[str] = mapped_column(String(128))
     at: Mapped[datetime] = mapped_column(DateTime)
+    # schema revision 0002: what the person saw when labelling
+    model: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -236,7 +241,9 @@ def get_engine(url: str) -> Engine:
             else:
                 engine = create_engine(url, pool_pre_ping=True)
             try:
-                _Base.metadata.create_all(engine)
+                from .label_migrations import upgrade
+
+                upgrade(engine)
             except Exception as exc:  # noqa: BLE001 - reported to a person
                 raise LabelError(f"cannot open the label database {_safe_url(url)}: {exc}") from None
             _ENGINES[url] = engine
@@ -289,6 +296,14 @@ class LabelStore:
 
     def __repr__(self) -> str:
         return f"LabelStore({_safe_url(self.url)!r})"
+
+    @property
+    def schema_version(self) -> str:
+        """The Alembic revision of the database's schema (see :mod:`simx.label_migrations`)."""
+        from .label_migrations import current_revision
+
+        with self.engine.connect() as conn:
+            return current_revision(conn) or ""
 
     # -- writing ---------------------------------------------------------------------------------------------
     def put(self, index: str, query_id: str, neighbour_id: str, verdict: str, reason: str | None = None,
@@ -377,7 +392,7 @@ class LabelStore:
         conn.execute(_EventRow.__table__.insert().values(
             label_id=m["id"], action=action, index_name=m["index_name"], query_id=m["query_id"],
             neighbour_id=m["neighbour_id"], verdict=m["verdict"], reason=m["reason"], note=m["note"] or "",
-            user=m["user"], at=_now()))
+            user=m["user"], at=_now(), model=m["model"], rank=m["rank"], score=m["score"]))
 
     # -- reading ---------------------------------------------------------------------------------------------
     def _where(self, index=None, verdict=None, reason=None, user=None, since=None, until=None, query_id=None,

@@ -192,3 +192,43 @@ def test_labels_survive_an_index_rebuild(tmp_path, monkeypatch):
     again = LabelStore(default_url("t", root))
     assert {(lab.neighbour_id, lab.verdict) for lab in again.list(index="t")} == {("a/1.png", "bad"),
                                                                                   ("a/2.png", "good")}
+
+
+def same_pair_race(url: str, users: int = 2, rounds: int = 60) -> None:
+    """``users`` people, each in two threads (two tabs), label the same pair at the same moment, again and again:
+    every write is logged, and the store ends with one row per user holding that user's last verdict."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(users * 2)
+    last: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def writer(user: str, tab: int) -> None:
+        store = LabelStore(url)
+        try:
+            start.wait()
+            for i in range(rounds):
+                verdict = "good" if (i + tab) % 2 else "bad"
+                lab = store.put("idx", "q", "n", verdict, user=user, note=f"tab {tab} round {i}")
+                with lock:
+                    last[user] = lab.updated.isoformat() + "|" + lab.note
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    pool = [threading.Thread(target=writer, args=(f"user{u}", t)) for u in range(users) for t in range(2)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    assert not errors, errors
+    store = LabelStore(url)
+    rows = store.find("idx", "q", "n")
+    assert sorted(r.user for r in rows) == [f"user{u}" for u in range(users)]  # one row per user, no duplicates
+    history = store.history(index="idx")
+    assert len(history) == users * 2 * rounds  # nothing anyone said is lost
+    for r in rows:  # the stored row is that user's last logged write
+        mine = [h for h in history if h["user"] == r.user]
+        assert (r.verdict, r.note) == (mine[-1]["verdict"], mine[-1]["note"])
+
+
+def test_two_users_on_the_same_pair_at_once_sqlite(tmp_path):
+    same_pair_race(f"sqlite:///{tmp_path / 'race.sqlite'}")

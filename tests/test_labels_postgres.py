@@ -63,7 +63,7 @@ def pg_url():
             if server.poll() is not None or time.time() > deadline:
                 pytest.fail(f"PostgreSQL did not start: {log.read_text(errors='replace')[-2000:]}")
             time.sleep(0.2)
-        for db in ("labels", "busy"):
+        for db in ("labels", "busy", "race"):
             subprocess.run([str(bin_dir / "createdb"), "-h", str(sock), "-p", port, "-U", "simx", db], check=True,
                            capture_output=True)
         yield f"postgresql+psycopg://simx@/{{db}}?host={sock}&port={port}"
@@ -97,3 +97,15 @@ def test_labels_round_trip_on_postgresql(pg_url):
 
 def test_concurrent_writers_lose_nothing_on_postgresql(pg_url):
     write_concurrently(pg_url.format(db="busy"))  # 8 threads x 500 labels, as on SQLite
+
+
+def test_two_users_on_the_same_pair_at_once_on_postgresql(pg_url):
+    from tests.test_labels import same_pair_race
+
+    same_pair_race(pg_url.format(db="race"))
+
+
+def test_postgresql_database_is_migrated_to_the_current_schema(pg_url):
+    from simx.label_migrations import HEAD
+
+    assert LabelStore(pg_url.format(db="labels")).schema_version == HEAD
