@@ -157,7 +157,7 @@ def cmd_index_info(args: argparse.Namespace) -> int:
         _print_json(meta)
         return 0
     m, f, c = meta["model"], meta["faiss"], meta["counts"]
-    labels = {it.label for it in index.items if it.label}
+    labels = {lab for it in index.items for lab in it.labels}
     lines = [
         f"index      {index.name}  ({index.path})",
         f"source     {meta.get('source')}",
@@ -221,6 +221,9 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("-k", type=int, default=10, help="cut-off of precision@k, recall@k and mAP@k")
     p.add_argument("--level", choices=("full", "top"), default="full",
                    help="label granularity: the full label, or only its first path component")
+    p.add_argument("--primary-label", action="store_true",
+                   help="relevant = same primary label (the single-label definition) instead of sharing any of an "
+                        "item's labels (a manifest's 'labels' column)")
     p.add_argument("--json", action="store_true", help="print overall, per-label and per-query results as JSON")
     p.add_argument("--csv", metavar="FILE", default=None, help="also write the per-query table to FILE")
     p.add_argument("--show", type=int, default=10, metavar="N", help="worst queries to print in the text report")
@@ -230,20 +233,22 @@ def add_eval(p: argparse.ArgumentParser) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .index import evaluate, open_index
 
-    result = evaluate(open_index(args.name, root=args.root), k=args.k, level=args.level)
+    result = evaluate(open_index(args.name, root=args.root), k=args.k, level=args.level,
+                      primary_only=args.primary_label)
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(list(result.per_query.columns))
             for row in result.per_query.itertuples(index=False):
-                w.writerow([";".join(v) if isinstance(v, list) else v for v in row])
+                w.writerow([";".join(map(str, v)) if isinstance(v, list) else v for v in row])
     if args.json:
         _print_json(result.to_dict())
         return 0
     o = result.overall
-    print(f"{args.name}: leave-one-out retrieval, k={o['k']}, labels at level {o['level']!r}")
-    print(f"  queries {o['n_queries']} of {o['n_items']} items ({o['n_labels']} labels; {o['n_skipped']} alone in "
-          f"their label skipped, {o['n_unlabelled']} unlabelled)")
+    print(f"{args.name}: leave-one-out retrieval, k={o['k']}, labels at level {o['level']!r}, "
+          f"relevant = {o['relevance']}")
+    print(f"  queries {o['n_queries']} of {o['n_items']} items ({o['n_labels']} labels; {o['n_skipped']} sharing "
+          f"no label with another item skipped, {o['n_unlabelled']} unlabelled)")
     print(f"  precision@1 {o['precision@1']:.3f}   precision@{o['k']} {o['precision@k']:.3f}   "
           f"recall@{o['k']} {o['recall@k']:.3f}   mAP@{o['k']} {o['mAP@k']:.3f}")
     fmt = lambda v: "-" if v != v else f"{v:.3f}"  # noqa: E731 - NaN for labels without queries
@@ -253,9 +258,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                  ["label", "items", "queries", "P@1", f"P@{o['k']}", f"R@{o['k']}", f"mAP@{o['k']}"]))
     if args.show > 0:
         print(f"\nworst {min(args.show, len(result.per_query))} queries:")
-        print(_table([[r.id, r.label, f"{r.ap:.3f}", f"{r.p1:.0f}", ", ".join(r.neighbours[:5])]
+        print(_table([[r.id, "|".join(r.labels), f"{r.ap:.3f}", f"{r.p1:.0f}", ", ".join(r.neighbours[:5])]
                       for r in result.per_query.head(args.show).itertuples(index=False)],
-                     ["id", "label", "AP", "P@1", "first neighbours"]))
+                     ["id", "labels", "AP", "P@1", "first neighbours"]))
     if args.csv:
         print(f"\nper-query table written to {args.csv}")
     return 0

@@ -1,10 +1,13 @@
 """Galleries and safe image loading.
 
-A gallery is a list of :class:`Item` (id, path, label, attributes, boxes, metadata) read from a folder (labels are
-the relative sub-folder path) or from a CSV/Parquet manifest. :func:`load_image` is the only way simx decodes an
-image: it applies EXIF orientation, converts every Pillow mode to RGB (transparency composited on white), refuses
-decompression bombs before decoding, and turns every failure into an :class:`~simx.errors.ImageLoadError` with a
-short reason, so a bad file is skipped and reported instead of aborting a build.
+A gallery is a list of :class:`Item` (id, path, label, labels, attributes, boxes, metadata) read from a folder
+(labels are the relative sub-folder path) or from a CSV/Parquet manifest (a ``label`` column, and a ``labels``
+column for items with several labels: ``|``-separated in CSV, a list of strings in Parquet).
+
+:func:`load_image` is the only way simx decodes an image: it applies EXIF orientation, converts every Pillow mode
+to RGB (transparency composited on white), refuses decompression bombs before decoding, and turns every failure
+into an :class:`~simx.errors.ImageLoadError` with a short reason, so a bad file is skipped and reported instead of
+aborting a build.
 """
 
 from __future__ import annotations
@@ -33,9 +36,19 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
+#: Separator of several labels in one text cell (a CSV manifest's ``labels`` column).
+LABELS_SEPARATOR = "|"
+
+
 @dataclass
 class Item:
-    """One gallery image and what is known about it."""
+    """One gallery image and what is known about it.
+
+    ``label`` is the primary label (what lists and colours show); ``labels`` is every label of the item, the
+    primary one first, and is what retrieval relevance uses (two items are relevant to each other when they
+    share a label, :mod:`simx.relevance`). Either may be given: ``labels`` is completed with ``label`` and
+    ``label`` defaults to the first of ``labels``, so a single-label item has ``labels == [label]``.
+    """
 
     id: str
     path: str
@@ -43,6 +56,20 @@ class Item:
     attributes: list[str] = field(default_factory=list)
     boxes: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        label = None if self.label is None or str(self.label).strip() == "" else str(self.label)
+        labels = list(dict.fromkeys(s for s in (str(v).strip() for v in (self.labels or [])) if s))
+        if label is None:
+            label = labels[0] if labels else None
+        elif label in labels:
+            labels.remove(label)
+            labels.insert(0, label)
+        else:
+            labels.insert(0, label)
+        self.label = label
+        self.labels = labels
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -160,6 +187,18 @@ def _parse_attributes(value: Any, row: int) -> list[str]:
     return [a.strip() for a in value.split(";") if a.strip()]
 
 
+def _parse_labels(value: Any, row: int) -> list[str]:
+    """A manifest ``labels`` cell: ``a|b`` text (CSV), a list of strings (Parquet), or empty."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [str(v).strip() for v in value if v is not None and str(v).strip()]
+    if not isinstance(value, str):
+        raise GalleryError(f"manifest row {row}: 'labels' must be a '{LABELS_SEPARATOR}'-separated string or a list "
+                           f"of strings, got {type(value).__name__}")
+    return [v.strip() for v in value.split(LABELS_SEPARATOR) if v.strip()]
+
+
 def _parse_boxes(value: Any, row: int) -> list[dict[str, Any]]:
     if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
         return []
@@ -179,7 +218,9 @@ def _parse_boxes(value: Any, row: int) -> list[dict[str, Any]]:
 
 def read_manifest(path: str | os.PathLike) -> list[Item]:
     """Read a CSV or Parquet manifest: ``path`` (required, relative to the manifest's folder or absolute),
-    optional ``id``, ``label``, ``attributes`` (``;``-separated), ``boxes`` (JSON list); other columns are metadata."""
+    optional ``id``, ``label``, ``labels`` (several labels: ``|``-separated text, or a list of strings in
+    Parquet; relevance = sharing one), ``attributes`` (``;``-separated), ``boxes`` (JSON list); other columns
+    are metadata."""
     import pandas as pd
 
     mpath = Path(path)
@@ -192,7 +233,7 @@ def read_manifest(path: str | os.PathLike) -> list[Item]:
     if "path" not in df.columns:
         raise GalleryError(f"manifest {mpath} has no 'path' column (columns: {', '.join(map(str, df.columns))})")
     base = mpath.parent
-    known = {"id", "path", "label", "attributes", "boxes"}
+    known = {"id", "path", "label", "labels", "attributes", "boxes"}
     items, seen = [], set()
     for i, row in enumerate(df.to_dict(orient="records")):
         raw = row["path"]
@@ -212,6 +253,7 @@ def read_manifest(path: str | os.PathLike) -> list[Item]:
                 id=item_id,
                 path=str(full),
                 label=label,
+                labels=_parse_labels(row.get("labels"), i),
                 attributes=_parse_attributes(row.get("attributes"), i),
                 boxes=_parse_boxes(row.get("boxes"), i),
                 metadata=meta,
@@ -253,6 +295,7 @@ def items_to_records(items: Iterable[Item]) -> list[dict[str, Any]]:
             "id": it.id,
             "path": it.path,
             "label": it.label,
+            "labels": list(it.labels),
             "attributes": ";".join(it.attributes),
             "boxes": json.dumps(it.boxes),
             "metadata": json.dumps(it.metadata, default=str),
@@ -262,7 +305,8 @@ def items_to_records(items: Iterable[Item]) -> list[dict[str, Any]]:
 
 
 def records_to_items(rows: Iterable[dict[str, Any]]) -> list[Item]:
-    """Inverse of :func:`items_to_records`."""
+    """Inverse of :func:`items_to_records`. Rows without ``labels`` (format-1 index manifests) give single-label
+    items."""
     out = []
     for r in rows:
         attrs = r.get("attributes") or ""
@@ -271,6 +315,7 @@ def records_to_items(rows: Iterable[dict[str, Any]]) -> list[Item]:
                 id=str(r["id"]),
                 path=str(r["path"]),
                 label=r.get("label") if r.get("label") not in ("", None) else None,
+                labels=_parse_labels(r.get("labels"), 0),
                 attributes=[a for a in str(attrs).split(";") if a],
                 boxes=json.loads(r.get("boxes") or "[]"),
                 metadata=json.loads(r.get("metadata") or "{}"),

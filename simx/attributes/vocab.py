@@ -128,14 +128,16 @@ def parent_of(name: str) -> str | None:
 
 
 def item_attributes(item: Item, use_labels: bool = True, use_attributes: bool = True) -> set[str]:
-    """The expanded, validated attribute set of one gallery item (manifest attributes + label hierarchy)."""
+    """The expanded, validated attribute set of one gallery item (manifest attributes + the hierarchy of every
+    label it carries)."""
     out: set[str] = set()
     where = f"item {item.id!r}: "
     if use_attributes:
         for a in item.attributes:
             out.update(expand_attribute(validate_attribute(a, where)))
-    if use_labels and item.label:
-        out.update(expand_attribute(validate_attribute(item.label, where + "label: ")))
+    if use_labels:
+        for label in item.labels or ([item.label] if item.label else []):
+            out.update(expand_attribute(validate_attribute(label, where + "label: ")))
     return out
 
 

@@ -38,7 +38,8 @@ class DemoIndex:
 
 
 def _up_to_date(name: str, source: Path, root) -> bool:
-    """True when the index exists, was built from ``source`` and every gallery file has its stored fingerprint."""
+    """True when the index exists, was built from ``source``, every gallery file has its stored fingerprint and
+    every item its stored labels (an index of an older format or gallery generator is brought up to date)."""
     if not (index_dir(name, root) / "meta.json").exists():
         return False
     idx = open_index(name, root=root)
@@ -49,7 +50,9 @@ def _up_to_date(name: str, source: Path, root) -> bool:
     items = open_gallery(source)
     if {it.id for it in items} != set(stored) | skipped:
         return False
-    return all(it.id in skipped or stored.get(it.id) == file_fingerprint(it.path) for it in items)
+    labels = {it.id: it.labels for it in idx.items}
+    return all(it.id in skipped or (stored.get(it.id) == file_fingerprint(it.path) and labels.get(it.id) == it.labels)
+               for it in items)
 
 
 def build_demo(which: Iterable[str] = ("stamps", "scenes", "shortcut"), data: str | os.PathLike | None = None,

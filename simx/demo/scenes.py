@@ -26,7 +26,8 @@ Variants
 
 Manifest columns
     ``id`` (``scene_0000``), ``path`` (file name relative to the manifest), ``label`` (category of the largest
-    object), ``attributes``, ``boxes``, ``background``, ``seed`` (the gallery seed), ``n_objects``, ``source``
+    object), ``labels`` (the categories of all its objects, ``|``-separated, the largest object's first: a
+    neighbour is a correct match when it shares one, see :mod:`simx.relevance`), ``attributes``, ``boxes``, ``background``, ``seed`` (the gallery seed), ``n_objects``, ``source``
     (``stamps`` or ``procedural``).
 
 Attribute convention (``;``-separated, sorted, unique)
@@ -59,6 +60,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..data import LABELS_SEPARATOR
 from .stamps import StampRecord, build_atomically, progress_bar, read_marker, stamp_pool, write_marker
 from .textures import (
     FILL_TEXTURES,
@@ -75,9 +77,10 @@ from .textures import (
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the generator's output changes for the same parameters, so old galleries are rebuilt.
-SCENES_FORMAT = 1
+SCENES_FORMAT = 2  # 2: the manifest's ``labels`` column (every object's category)
 VARIANTS = ("plain", "shortcut")
-MANIFEST_COLUMNS = ("id", "path", "label", "attributes", "boxes", "background", "seed", "n_objects", "source")
+MANIFEST_COLUMNS = ("id", "path", "label", "labels", "attributes", "boxes", "background", "seed", "n_objects",
+                    "source")
 #: Longest side of an object, as fractions of the scene side (stamps; procedural objects use their size class).
 OBJECT_SCALE = (0.30, 0.50)
 #: Maximum IoU between two object boxes of one scene.
@@ -332,6 +335,11 @@ def _box_record(obj: SceneObject, arr: np.ndarray, x0: int, y0: int) -> dict[str
     return rec
 
 
+def scene_labels(primary: str, categories: list[str]) -> str:
+    """The scene's ``labels`` cell: ``primary`` first, then its other objects' categories, sorted, unique."""
+    return LABELS_SEPARATOR.join([primary, *sorted(set(categories) - {primary})])
+
+
 def _attributes(objs: list[SceneObject]) -> str:
     tokens: set[str] = set()
     for o in objs:
@@ -416,10 +424,12 @@ def generate_scenes(
             name = f"scene_{i:04d}.png"
             (tmp / name).write_bytes(_png_bytes(np.clip(canvas + 0.5, 0, 255).astype(np.uint8)))
             areas = [(b["x1"] - b["x0"]) * (b["y1"] - b["y0"]) for b in boxes]
+            primary = boxes[int(np.argmax(areas))]["category"]
             rows.append({
                 "id": f"scene_{i:04d}",
                 "path": name,
-                "label": boxes[int(np.argmax(areas))]["category"],
+                "label": primary,
+                "labels": scene_labels(primary, [b["category"] for b in boxes]),
                 "attributes": _attributes(objs),
                 "boxes": json.dumps(boxes, separators=(",", ":")),
                 "background": bg_id,

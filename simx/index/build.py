@@ -430,6 +430,7 @@ def _write_folder(folder: Path, index, vectors: np.ndarray, items: list[Item], f
     records = items_to_records(items)
     for rec, fp in zip(records, fingerprints):
         rec["fingerprint"] = fp
-    schema = pa.schema([(c, pa.string()) for c in ("id", "path", "label", "attributes", "boxes", "metadata",
-                                                   "fingerprint")])
+    schema = pa.schema([("id", pa.string()), ("path", pa.string()), ("label", pa.string()),
+                        ("labels", pa.list_(pa.string()))]
+                       + [(c, pa.string()) for c in ("attributes", "boxes", "metadata", "fingerprint")])
     pq.write_table(pa.Table.from_pylist(records, schema=schema), folder / MANIFEST_FILE)

@@ -1,16 +1,22 @@
 """Leave-one-out retrieval metrics of an index whose items carry labels.
 
-Every labelled item whose label has at least one other member is a query; its own entry is excluded from its
-results, and a neighbour is relevant when it has the same label. Items without a label are never queries but stay
-in the gallery as (irrelevant) neighbours. For a query with R other relevant items and relevance rel_1..rel_k of
-its k results:
+Relevance is :mod:`simx.relevance`'s: a neighbour is relevant to a query when the two share at least one label
+(an item may carry several, :attr:`simx.data.Item.labels`; with one label per item this is "same label").
+Every labelled item with at least one other relevant item is a query; its own entry is excluded from its
+results. Items without a label are never queries but stay in the gallery as (irrelevant) neighbours. For a
+query with R other relevant items and relevance rel_1..rel_k of its k results:
 
 * P@1 = rel_1, P@k = (sum rel_j) / k, R@k = (sum rel_j) / R,
 * AP@k = sum_j P@j * rel_j / min(R, k), and mAP@k is its mean over queries.
 
-``level="top"`` keeps only the first path component of each label (``animals/birds`` -> ``animals``).
-The per-query table is cached in the index folder as ``eval_k{k}_{level}.parquet``; the folder is replaced as a
-whole by every rebuild, so the cache can never describe another build.
+``level="top"`` keeps only the first path component of each label (``animals/birds`` -> ``animals``);
+``primary_only=True`` uses each item's primary ``label`` alone (the single-label definition, to compare with).
+The per-query table is cached in the index folder as ``eval_k{k}_{level}.parquet`` (``..._primary.parquet``
+with ``primary_only``); the folder is replaced as a whole by every rebuild, so the cache can never describe
+another build.
+
+The failure helpers (:func:`failure_ids`, :func:`next_failure`, :func:`review_pairs`, :func:`label_confusion`)
+turn the per-query table into what the dashboard walks: the Failures page, "Next failure" and the review queue.
 """
 
 from __future__ import annotations
@@ -24,21 +30,24 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SimxError
+from ..relevance import LEVELS, at_level, check_level, item_labels  # noqa: F401 - LEVELS re-exported
 from .search import Index
 
-LEVELS = ("full", "top")
 #: Columns of :attr:`EvalResult.per_query`, in order.
-QUERY_COLUMNS = ["id", "label", "ap", "p1", "pk", "rk", "n_relevant", "neighbours"]
+QUERY_COLUMNS = ["id", "label", "labels", "ap", "p1", "pk", "rk", "n_relevant", "neighbours", "relevant"]
 
 
 @dataclass
 class EvalResult:
     """Metrics at ``k`` for label ``level``.
 
-    ``overall``: ``precision@1``, ``precision@k``, ``recall@k``, ``mAP@k`` (means over queries) and the counts
-    ``n_items``, ``n_queries``, ``n_skipped`` (labelled items alone in their label), ``n_unlabelled``,
-    ``n_labels``. ``per_label``: one row per label (``label, n_items, n_queries, p1, pk, rk, map``), worst mAP
-    first. ``per_query``: one row per query (:data:`QUERY_COLUMNS`), worst first by AP then P@1.
+    ``overall``: ``precision@1``, ``precision@k``, ``recall@k``, ``mAP@k`` (means over queries), the counts
+    ``n_items``, ``n_queries``, ``n_skipped`` (labelled items that share no label with any other item),
+    ``n_unlabelled``, ``n_labels``, and ``multi_label`` (some item has several labels) and ``relevance`` (the
+    definition in words). ``per_label``: one row per label (``label, n_items, n_queries, p1, pk, rk, map``; a
+    query with several labels counts in each of its labels' rows), worst mAP first. ``per_query``: one row per
+    query (:data:`QUERY_COLUMNS`: its primary ``label``, all its ``labels``, the metrics, the ``neighbours``
+    and whether each is ``relevant``), worst first by AP then P@1.
     """
 
     k: int
@@ -73,48 +82,96 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def level_labels(index: Index, level: str = "full") -> list[str | None]:
-    """Each item's label at ``level`` (None for unlabelled items)."""
-    if level not in LEVELS:
-        raise SimxError(f"unknown label level {level!r}; choose one of {', '.join(LEVELS)}")
-    labels = [it.label if it.label not in ("", None) else None for it in index.items]
-    if level == "top":
-        labels = [None if lab is None else lab.split("/")[0] for lab in labels]
-    return labels
+    """Each item's primary label at ``level`` (None for unlabelled items)."""
+    check_level(level)
+    return [None if it.label in ("", None) else at_level(it.label, level) for it in index.items]
 
 
-def _per_query(index: Index, labels: list[str | None], counts: Counter, k: int, batch: int) -> pd.DataFrame:
-    queries = [i for i, lab in enumerate(labels) if lab is not None and counts[lab] >= 2]
-    lab_arr = np.array([lab if lab is not None else "\x00<none>" for lab in labels], dtype=object)
+def label_sets(index: Index, level: str = "full", primary_only: bool = False) -> list[frozenset[str]]:
+    """Each item's labels at ``level`` (empty for unlabelled items): what relevance compares."""
+    check_level(level)
+    return [item_labels(it, level, primary_only) for it in index.items]
+
+
+class _Relevance:
+    """Label sets coded as integer signatures, so the relevance of many (query, neighbour) pairs is a lookup.
+
+    With one label per item a signature is a label and relevance is equality of codes; with several, each
+    distinct (query signature, neighbour signature) pair is intersected once per batch.
+    """
+
+    def __init__(self, sets: list[frozenset[str]]):
+        codes: dict[frozenset[str], int] = {}
+        self.sig = np.array([-1 if not st else codes.setdefault(st, len(codes)) for st in sets], dtype=np.int64)
+        self.sets = list(codes)
+        self.single = all(len(st) <= 1 for st in self.sets)
+        counts = np.bincount(self.sig[self.sig >= 0], minlength=len(self.sets))
+        by_label: dict[str, list[int]] = {}
+        for code, st in enumerate(self.sets):
+            for lab in st:
+                by_label.setdefault(lab, []).append(code)
+        # other items sharing a label with an item of each signature
+        others = np.array([sum(int(counts[t]) for t in set().union(*(by_label[lab] for lab in st))) - 1
+                           for st in self.sets], dtype=np.int64)
+        self.n_relevant = np.where(self.sig >= 0, others[np.maximum(self.sig, 0)] if len(others) else 0, 0)
+        self.label_items = Counter(lab for st in sets for lab in st)
+
+    def relevant(self, queries: list[int], pos: np.ndarray) -> np.ndarray:
+        """bool (len(queries), k): does neighbour ``pos[j, r]`` share a label with query ``queries[j]``."""
+        sq = np.repeat(self.sig[queries][:, None], pos.shape[1], axis=1)
+        sp = np.where(pos >= 0, self.sig[np.where(pos >= 0, pos, 0)], -1)
+        valid = (sq >= 0) & (sp >= 0)
+        if self.single:
+            return valid & (sq == sp)
+        rel = np.zeros(pos.shape, dtype=bool)
+        n = len(self.sets)
+        uniq, inverse = np.unique(sq[valid] * n + sp[valid], return_inverse=True)
+        shared = np.array([not self.sets[c // n].isdisjoint(self.sets[c % n]) for c in uniq.tolist()], dtype=bool)
+        rel[valid] = shared[inverse.reshape(-1)] if len(uniq) else False
+        return rel
+
+
+def _per_query(index: Index, sets: list[frozenset[str]], relevance: _Relevance, primary: list[str | None], k: int,
+               level: str, batch: int) -> pd.DataFrame:
+    queries = [i for i in range(len(sets)) if relevance.n_relevant[i] >= 1]
     rows = []
     for start in range(0, len(queries), batch):
         q = queries[start : start + batch]
         vecs = np.ascontiguousarray(np.asarray(index.embeddings[q], dtype=np.float32))
         pos, _ = index.search_positions(vecs, k, exclude=q)
         kk = pos.shape[1]
-        qlab = lab_arr[q][:, None]
-        rel = (pos >= 0) & (lab_arr[np.where(pos >= 0, pos, 0)] == qlab)
-        rel = rel.astype(np.float64)
+        rel_bool = relevance.relevant(q, pos)
+        rel = rel_bool.astype(np.float64)
         hits = rel.cumsum(axis=1)
         precision_at = hits / np.arange(1, kk + 1)[None, :]
-        n_rel = np.array([counts[labels[i]] - 1 for i in q], dtype=np.float64)
+        n_rel = relevance.n_relevant[q].astype(np.float64)
         ap = (precision_at * rel).sum(axis=1) / np.minimum(n_rel, k)
         for j, i in enumerate(q):
+            found = pos[j] >= 0
             rows.append({
                 "id": index.ids[i],
-                "label": labels[i],
+                "label": primary[i] if primary[i] is not None else sorted(sets[i])[0],
+                "labels": _ordered_labels(index.items[i], sets[i], level),
                 "ap": float(ap[j]),
                 "p1": float(rel[j, 0]) if kk else 0.0,
                 "pk": float(hits[j, -1] / k) if kk else 0.0,
                 "rk": float(hits[j, -1] / n_rel[j]) if kk else 0.0,
                 "n_relevant": int(n_rel[j]),
-                "neighbours": [index.ids[p] for p in pos[j] if p >= 0],
+                "neighbours": [index.ids[p] for p in pos[j][found]],
+                "relevant": [bool(v) for v in rel_bool[j][found]],
             })
     df = pd.DataFrame(rows, columns=QUERY_COLUMNS)
     return df.sort_values(["ap", "p1", "id"], kind="stable").reset_index(drop=True)
 
 
-def _cache_path(index: Index, k: int, level: str):
-    return index.path / f"eval_k{k}_{level}.parquet"
+def _ordered_labels(item: Any, labels: frozenset[str], level: str) -> list[str]:
+    """``labels`` in the item's own order (primary first), as a list."""
+    seen = [lab for lab in dict.fromkeys(at_level(x, level) for x in item.labels) if lab in labels]
+    return seen + sorted(labels - set(seen))
+
+
+def _cache_path(index: Index, k: int, level: str, primary_only: bool = False):
+    return index.path / f"eval_k{k}_{level}{'_primary' if primary_only else ''}.parquet"
 
 
 def _read_cache(path) -> pd.DataFrame | None:
@@ -133,9 +190,10 @@ def _write_cache(path, df: pd.DataFrame) -> None:
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        schema = pa.schema([("id", pa.string()), ("label", pa.string()), ("ap", pa.float64()), ("p1", pa.float64()),
-                            ("pk", pa.float64()), ("rk", pa.float64()), ("n_relevant", pa.int64()),
-                            ("neighbours", pa.list_(pa.string()))])
+        schema = pa.schema([("id", pa.string()), ("label", pa.string()), ("labels", pa.list_(pa.string())),
+                            ("ap", pa.float64()), ("p1", pa.float64()), ("pk", pa.float64()), ("rk", pa.float64()),
+                            ("n_relevant", pa.int64()), ("neighbours", pa.list_(pa.string())),
+                            ("relevant", pa.list_(pa.bool_()))])
         pq.write_table(pa.Table.from_pylist(_records(df), schema=schema), tmp)
         os.replace(tmp, path)
     except OSError:  # a read-only index folder: no cache, same result
@@ -145,46 +203,55 @@ def _write_cache(path, df: pd.DataFrame) -> None:
             pass
 
 
-def evaluate(index: Index, k: int = 10, level: str = "full", cache: bool = True, batch: int = 1024) -> EvalResult:
-    """Leave-one-out precision@1, precision@k, recall@k and mAP@k of ``index`` (see the module docstring).
+def evaluate(index: Index, k: int = 10, level: str = "full", cache: bool = True, batch: int = 1024,
+             primary_only: bool = False) -> EvalResult:
+    """Leave-one-out precision@1, precision@k, recall@k and mAP@k of ``index`` (see the module docstring):
+    relevant = sharing a label, or the primary label alone with ``primary_only``.
 
-    Raises :class:`SimxError` when no item has a label, or no label has two members.
+    Raises :class:`SimxError` when no item has a label, or no item shares a label with another.
     """
     if int(k) < 1:
         raise SimxError(f"k must be at least 1, got {k}")
     k = int(k)
-    labels = level_labels(index, level)
-    n_unlabelled = sum(lab is None for lab in labels)
-    if n_unlabelled == len(labels):
+    sets = label_sets(index, level, primary_only)
+    primary = level_labels(index, level)
+    n_unlabelled = sum(not st for st in sets)
+    if n_unlabelled == len(sets):
         raise SimxError(
             f"index {index.name!r} has no labels: evaluation needs labelled items (a folder gallery's sub-folders "
-            "or a manifest 'label' column)"
+            "or a manifest 'label' or 'labels' column)"
         )
-    counts = Counter(lab for lab in labels if lab is not None)
-    n_skipped = sum(1 for lab in labels if lab is not None and counts[lab] < 2)
-    if n_skipped == len(labels) - n_unlabelled:
-        raise SimxError(f"index {index.name!r}: no label has two or more items, so no query has a relevant "
-                        "neighbour to find")
-    per_query = _read_cache(_cache_path(index, k, level)) if cache else None
+    relevance = _Relevance(sets)
+    n_skipped = int(sum(1 for i, st in enumerate(sets) if st and relevance.n_relevant[i] < 1))
+    if n_skipped == len(sets) - n_unlabelled:
+        raise SimxError(f"index {index.name!r}: no label has two or more items (no item shares a label with "
+                        "another), so no query has a relevant neighbour to find")
+    path = _cache_path(index, k, level, primary_only)
+    per_query = _read_cache(path) if cache else None
     if per_query is None:
-        per_query = _per_query(index, labels, counts, k, batch)
+        per_query = _per_query(index, sets, relevance, primary, k, level, batch)
         if cache:
-            _write_cache(_cache_path(index, k, level), per_query)
+            _write_cache(path, per_query)
 
+    multi = not relevance.single
+    counts = relevance.label_items
     overall = {
         "k": k,
         "level": level,
-        "n_items": len(labels),
+        "n_items": len(sets),
         "n_queries": int(len(per_query)),
-        "n_skipped": int(n_skipped),
+        "n_skipped": n_skipped,
         "n_unlabelled": int(n_unlabelled),
         "n_labels": len(counts),
+        "multi_label": bool(multi),
+        "relevance": ("same primary label" if primary_only else "shares a label" if multi else "same label"),
         "precision@1": float(per_query["p1"].mean()),
         "precision@k": float(per_query["pk"].mean()),
         "recall@k": float(per_query["rk"].mean()),
         "mAP@k": float(per_query["ap"].mean()),
     }
-    grouped = per_query.groupby("label", sort=True).agg(
+    exploded = per_query.drop(columns=["label"]).explode("labels").rename(columns={"labels": "label"})
+    grouped = exploded.groupby("label", sort=True).agg(
         n_queries=("id", "size"), p1=("p1", "mean"), pk=("pk", "mean"), rk=("rk", "mean"), map=("ap", "mean")
     )
     per_label = pd.DataFrame({"label": sorted(counts)}).set_index("label")
@@ -194,3 +261,72 @@ def evaluate(index: Index, k: int = 10, level: str = "full", cache: bool = True,
     per_label = per_label.reset_index()[["label", "n_items", "n_queries", "p1", "pk", "rk", "map"]]
     per_label = per_label.sort_values(["map", "label"], kind="stable", na_position="last").reset_index(drop=True)
     return EvalResult(k=k, level=level, overall=overall, per_label=per_label, per_query=per_query)
+
+
+# --------------------------------------------------------------------------------------------- failures
+
+
+def failure_ids(per_query: pd.DataFrame) -> list[str]:
+    """Queries that are failures under the evaluation's relevance (AP@k below 1: an irrelevant neighbour ranks
+    above a relevant one, or relevant items are missing from the top k), worst first."""
+    if per_query is None or len(per_query) == 0:
+        return []
+    return [str(i) for i, ap in zip(per_query["id"], per_query["ap"]) if ap < 1.0 - 1e-12]
+
+
+def next_failure(per_query: pd.DataFrame, current: str | None) -> str | None:
+    """The failure after ``current`` in worst-first order (wrapping around), the worst one when ``current`` is
+    not a failure, None when there is none."""
+    order = failure_ids(per_query)
+    if not order:
+        return None
+    if current in order:
+        return order[(order.index(current) + 1) % len(order)]
+    return order[0]
+
+
+def review_pairs(per_query: pd.DataFrame, k: int | None = None) -> list[tuple[str, str, int]]:
+    """The review queue's order: (query, neighbour, 1-based rank) for the top ``k`` neighbours of every query,
+    the worst queries first (the evaluation's order) and, within a query, by rank."""
+    out: list[tuple[str, str, int]] = []
+    if per_query is None or len(per_query) == 0:
+        return out
+    for qid, nbs in zip(per_query["id"], per_query["neighbours"]):
+        for r, nid in enumerate(list(nbs)[: k if k else None]):
+            out.append((str(qid), str(nid), r + 1))
+    return out
+
+
+def label_confusion(per_query: pd.DataFrame, item_labels: dict[str, Any], normalise: bool = True) -> pd.DataFrame:
+    """Query label (rows) x neighbour label (columns) over the retrieved neighbours of every query.
+
+    ``item_labels`` maps an id to its labels (a list, or one label; missing or empty: ``(none)``). Each
+    retrieved neighbour counts 1, split evenly over the query's labels; for a query label the neighbour also
+    carries, that share lands on the diagonal (a correct retrieval), else it is split evenly over the
+    neighbour's labels. With one label per item these are plain counts. With ``normalise`` each row sums to 1.
+    """
+    def labels_of(item_id: Any) -> list[str]:
+        value = item_labels.get(item_id)
+        value = [value] if isinstance(value, str) else list(value or [])
+        return [str(v) for v in value if v not in (None, "")] or ["(none)"]
+
+    counts: dict[tuple[str, str], float] = {}
+    qcol = "labels" if "labels" in per_query.columns else "label"
+    for qlabs, nbs in zip(per_query[qcol], per_query["neighbours"]):
+        qlabs = [qlabs] if isinstance(qlabs, str) else [str(x) for x in qlabs]
+        for n in list(nbs):
+            nlabs = labels_of(n)
+            for a in qlabs:
+                targets = [a] if a in nlabs else nlabs
+                for b in targets:
+                    counts[(a, b)] = counts.get((a, b), 0.0) + 1.0 / (len(qlabs) * len(targets))
+    if not counts:
+        return pd.DataFrame()
+    rows = sorted({a for a, _ in counts})
+    cols = sorted({b for _, b in counts} | set(rows))
+    df = pd.DataFrame(0.0, index=rows, columns=cols)
+    for (a, b), n in counts.items():
+        df.loc[a, b] = n
+    if normalise:
+        df = df.div(df.sum(axis=1).where(lambda x: x > 0, 1), axis=0)
+    return df

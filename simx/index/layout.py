@@ -4,7 +4,7 @@ An index called ``NAME`` is the folder ``ROOT/NAME/`` holding four files (see ``
 
     index.faiss        the FAISS index (faiss.write_index)
     embeddings.npy     float32 (N, D), row i = FAISS id i, normalised as the model's metric wants
-    manifest.parquet   one row per embedded image, row i = FAISS id i (id, path, label, ..., fingerprint)
+    manifest.parquet   one row per embedded image, row i = FAISS id i (id, path, label, labels, ..., fingerprint)
     meta.json          format version, model record, FAISS factory, counts, skipped files, versions (written last)
 
 ``ROOT`` is ``--root``, else ``$SIMX_INDEXES``, else ``./indexes``.
@@ -33,7 +33,10 @@ from typing import Any
 from ..errors import SimxIndexError
 
 #: Version of the on-disk layout written into ``meta.json``; bumped on any incompatible change.
-FORMAT_VERSION = 1
+#: 2 added the manifest's ``labels`` column (every label of an item, for multi-label relevance).
+FORMAT_VERSION = 2
+#: Versions this simx opens: a version-1 index has no ``labels`` column, so each item has its one ``label``.
+READABLE_VERSIONS = (1, 2)
 #: Environment variable naming the default index root.
 ROOT_ENV = "SIMX_INDEXES"
 
@@ -224,10 +227,10 @@ def read_meta(folder: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise SimxIndexError(f"{folder}/{META_FILE} is not a JSON object")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise SimxIndexError(
-            f"{folder} has index format version {version!r}; this simx reads version {FORMAT_VERSION}. "
-            "Rebuild the index with `simx index build`."
+            f"{folder} has index format version {version!r}; this simx reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}. Rebuild the index with `simx index build`."
         )
     if missing:
         raise SimxIndexError(f"{folder} is incomplete: missing {', '.join(missing)}")

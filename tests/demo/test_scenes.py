@@ -63,6 +63,9 @@ def test_manifest_columns_and_gallery_parsing(procedural: Path) -> None:
         # label = category of the largest box
         largest = max(it.boxes, key=lambda b: (b["x1"] - b["x0"]) * (b["y1"] - b["y0"]))
         assert it.label == largest["category"]
+        # labels = every object's category, the largest first: a neighbour sharing one is a correct match
+        assert it.labels[0] == it.label and set(it.labels) == {b["category"] for b in it.boxes}
+        assert len(it.labels) == len(set(it.labels))
         # every category, leaf and procedural attribute of every box is listed in the attributes
         for b in it.boxes:
             assert isinstance(b["x0"], float)

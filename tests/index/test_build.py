@@ -29,7 +29,7 @@ def test_build_writes_complete_folder(built, gallery, root):
     assert built.path == folder
     assert sorted(p.name for p in folder.iterdir()) == ["embeddings.npy", "index.faiss", "manifest.parquet", "meta.json"]
     meta = json.loads((folder / "meta.json").read_text())
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
     assert meta["model"]["spec"] == TINY and meta["model"]["layer"] == "trunk" and meta["model"]["metric"] == "cosine"
     assert meta["model"]["dim"] == 12 and meta["model"]["preprocessing"]["size"] == 64
     assert meta["faiss"]["factory"] == "Flat" and meta["faiss"]["ntotal"] == 12
@@ -41,7 +41,7 @@ def test_build_writes_complete_folder(built, gallery, root):
     assert emb.dtype == np.float32 and emb.shape == (12, 12)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)  # cosine: L2-normalised
     manifest = pd.read_parquet(folder / "manifest.parquet")
-    assert list(manifest.columns) == ["id", "path", "label", "attributes", "boxes", "metadata", "fingerprint"]
+    assert list(manifest.columns) == ["id", "path", "label", "labels", "attributes", "boxes", "metadata", "fingerprint"]
     assert list(manifest["id"]) == sorted(f"{c}/{i}.png" for c in ("blue", "green", "red") for i in range(4))
     assert manifest["fingerprint"].str.count(":").eq(2).all()
     index = faiss.read_index(str(folder / "index.faiss"))

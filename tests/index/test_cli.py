@@ -70,7 +70,7 @@ def test_build_list_info(cli_index, capsys):
     code, out, _ = run(capsys, "index", "info", "g", "--root", str(cli_index))
     assert code == 0 and "python:simx.models.toy:tiny_linear" in out and "12 indexed of 12" in out
     code, out, _ = run(capsys, "index", "info", "g", "--root", str(cli_index), "--json")
-    assert json.loads(out)["format_version"] == 1
+    assert json.loads(out)["format_version"] == 2
 
 
 def test_list_empty_root(tmp_path, capsys):
@@ -101,8 +101,12 @@ def test_eval_text_json_and_csv(cli_index, tmp_path, capsys):
     assert code == 0 and "precision@1" in out and "mAP@3" in out and "worst" in out
     with open(tmp_path / "q.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 12 and list(rows[0]) == ["id", "label", "ap", "p1", "pk", "rk", "n_relevant", "neighbours"]
-    assert len(rows[0]["neighbours"].split(";")) == 3
+    assert len(rows) == 12 and list(rows[0]) == ["id", "label", "labels", "ap", "p1", "pk", "rk", "n_relevant",
+                                                 "neighbours", "relevant"]
+    assert len(rows[0]["neighbours"].split(";")) == 3 and set(rows[0]["relevant"].split(";")) <= {"True", "False"}
+    assert "relevant = same label" in out
+    code, out, _ = run(capsys, "eval", "g", "-k", "3", "--primary-label", "--root", str(cli_index))
+    assert code == 0 and "relevant = same primary label" in out
     code, out, _ = run(capsys, "eval", "g", "-k", "3", "--json", "--level", "top", "--root", str(cli_index))
     res = json.loads(out)
     assert res["overall"]["n_queries"] == 12 and res["level"] == "top"

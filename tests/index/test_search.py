@@ -163,7 +163,7 @@ def test_missing_and_broken_indexes(built, root):
     meta = json.loads((future / "meta.json").read_text())
     meta["format_version"] = 99
     (future / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(SimxIndexError, match=r"future has index format version 99; this simx reads version 1"):
+    with pytest.raises(SimxIndexError, match=r"future has index format version 99; this simx reads versions 1, 2"):
         open_index("future", root=root)
     short = root / "short"
     shutil.copytree(root / "g", short)
