@@ -14,6 +14,7 @@ import gc
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -436,9 +437,26 @@ def hide_sidebar_css() -> None:
 
 
 def badge(correct: bool | None) -> str:
+    """The correctness badge of a pair: ``correct`` is :func:`simx.relevance.shares_label` (None: unknown)."""
     if correct is None:
         return ""
-    return ":green-badge[:material/check: same label]" if correct else ":red-badge[:material/close: other label]"
+    return (":green-badge[:material/check: shares a label]" if correct
+            else ":red-badge[:material/close: no shared label]")
+
+
+def pair_badge(index, query: str, neighbour: str) -> str:
+    """:func:`badge` of a gallery pair (empty for an upload or an unknown id)."""
+    from simx.relevance import shares_label
+
+    if not has_item(index, query) or not has_item(index, neighbour):
+        return ""
+    return badge(shares_label(index.item(query), index.item(neighbour)))
+
+
+def labels_text(item) -> str:
+    """Every label of a gallery item, ``a | b``, with Markdown's special characters escaped (labels are user
+    text: shown as written, never interpreted)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", " | ".join(item.labels)) if item.labels else "-"
 
 
 def verdict_badge(verdict: str | None) -> str:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages import _common as ui
+from simx.embedding_map import map_figure
 from simx.errors import SimxError
 
 st.title("Embedding map")
@@ -17,32 +17,19 @@ except Exception as exc:  # noqa: BLE001
     st.stop()
 
 colour_by = st.segmented_control("Colour by", ["label", "correctness"], default="label", key="map_colour") or "label"
-df = df.copy()
-df["label"] = df["label"].fillna("(none)")
+per_query = None
 if colour_by == "correctness":
     try:
-        _, _, per_query = ui.get_evaluation(name, ui.qp_int("k", 10, 1, 50))
+        overall, _, per_query = ui.get_evaluation(name, ui.qp_int("k", 10, 1, 50))
     except SimxError as exc:
         st.info(f"Correctness needs labelled items: {exc}")
-        df["group"] = "n/a"
     else:
-        first = dict(zip(per_query["id"], per_query["p1"]))
-        df["group"] = ["first neighbour correct" if first.get(i) == 1 else
-                       "first neighbour wrong" if i in first else "not a query" for i in df["id"]]
-else:
-    df["group"] = df["label"]
+        st.caption(f"Green: the first neighbour is right (relevant = {overall['relevance']}); red: it is wrong; "
+                   "grey: not a query.")
 
 st.caption(f"{len(df)} images, {method.upper()} projection (computed once, stored beside the index). Click a point "
            "to make it the query; pick the lasso or box tool in the chart's toolbar to see thumbnails.")
-fig = go.Figure()
-trace = go.Scatter if len(df) <= 5000 else go.Scattergl  # SVG points are crisp and clickable; WebGL for big maps
-for group, part in df.groupby("group", sort=True):
-    fig.add_trace(trace(x=part["x"], y=part["y"], mode="markers", name=str(group),
-                               customdata=part[["id", "label"]].values, marker=dict(size=7, opacity=0.8),
-                               hovertemplate="%{customdata[0]}<br>%{customdata[1]}<extra></extra>"))
-# no dragmode here: Streamlit then keeps point clicks as selections; lasso and box are in the chart's toolbar
-fig.update_layout(height=620, margin=dict(l=0, r=0, t=10, b=0),
-                  legend=dict(itemsizing="constant"), xaxis=dict(visible=False), yaxis=dict(visible=False))
+fig = map_figure(df, colour_by, per_query)
 event = st.plotly_chart(fig, key="embedding_map", on_select="rerun", selection_mode=("points", "box", "lasso"))
 
 sel = event.selection if event is not None else None

@@ -48,20 +48,26 @@ def random_query() -> None:
 
 
 def worst_queries() -> list[str] | None:
+    """The failing queries, worst first (relevance: sharing a label, simx.index.evaluation.failure_ids)."""
+    from simx.index.evaluation import failure_ids
+
     try:
         _, _, per_query = ui.get_evaluation(name, k)
     except SimxError:
         return None
-    return list(per_query["id"])
+    return failure_ids(per_query)
 
 
 def next_failure() -> None:
-    order = worst_queries() or []
-    if not order:
+    from simx.index.evaluation import next_failure as following
+
+    try:
+        _, _, per_query = ui.get_evaluation(name, k)
+    except SimxError:
         return
-    current = ui.qp("query")
-    nxt = order[(order.index(current) + 1) % len(order)] if current in order else order[0]
-    pick_query(nxt)
+    nxt = following(per_query, ui.qp("query"))
+    if nxt is not None:
+        pick_query(nxt)
 
 
 # ------------------------------------------------------------------------------------------------ query picker
@@ -70,7 +76,7 @@ def next_failure() -> None:
 def query_picker() -> None:
     gallery_tab, upload_tab = st.tabs(["Gallery", "Upload an image"])
     with gallery_tab:
-        labels = sorted({it.label for it in index.items if it.label})
+        labels = sorted({lab for it in index.items for lab in it.labels})
         c1, c2, c3, c4 = st.columns([3, 3, 1, 1], vertical_alignment="bottom")
         chosen = c1.multiselect("Labels (empty: all)", labels, key="flt_labels")
         text = c2.text_input("Search labels, descriptions and ids", key="flt_text").strip().lower()
@@ -78,15 +84,16 @@ def query_picker() -> None:
         failures = worst_queries()
         c4.button("Next failure", icon=":material/skip_next:", on_click=next_failure, disabled=not failures,
                   width="stretch",
-                  help="The next query by worst average precision" if failures else
-                  "Needs labelled items (evaluation)")
+                  help="The next failing query (a neighbour sharing no label ranks above one that shares a "
+                  "label), worst average precision first" if failures else
+                  "No failing query (or no labelled items to evaluate)")
 
         def match(it) -> bool:
-            if chosen and it.label not in chosen:
+            if chosen and not set(it.labels) & set(chosen):
                 return False
             if not text:
                 return True
-            hay = " ".join([it.id, it.label or "", str(it.metadata.get("description", "")), " ".join(it.attributes)])
+            hay = " ".join([it.id, *it.labels, str(it.metadata.get("description", "")), " ".join(it.attributes)])
             return text in hay.lower()
 
         items = [it for it in index.items if match(it)]
@@ -489,7 +496,7 @@ with qc:
     except SimxError as exc:
         ui.show_error(exc)
     if q_item is not None:
-        st.caption(f"`{q_item.id}`  \nlabel: **{q_item.label or '-'}**"
+        st.caption(f"`{q_item.id}`  \nlabels: **{ui.labels_text(q_item)}**"
                    + (f"  \n{q_item.metadata.get('description')}" if q_item.metadata.get("description") else "")
                    + (f"  \nattributes: {', '.join(q_item.attributes)}" if q_item.attributes else ""))
     else:
@@ -505,8 +512,9 @@ with nc:
                 t = ui.thumb(h["path"])
                 if t is not None:
                     st.image(t, width="stretch")
-                same = (q_item.label == h["label"]) if q_item is not None and q_item.label and h["label"] else None
-                st.markdown(f"#{h['rank']} · **{h['score']:.3f}**  \n{h['label'] or ''}  \n{ui.badge(same)} "
+                nb_labels = ui.labels_text(index.item(h["id"])) if h["label"] else ""
+                st.markdown(f"#{h['rank']} · **{h['score']:.3f}**  \n{nb_labels}  \n"
+                            f"{ui.pair_badge(index, query, h['id'])} "
                             f"{ui.verdict_badge(labelled.get(h['id']))}")
                 if not present:
                     st.button("Open" if h["id"] != neighbour else "Opened", key=f"nb_{h['id']}",

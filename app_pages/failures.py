@@ -7,7 +7,7 @@ import streamlit as st
 
 from app_pages import _common as ui
 from simx.errors import SimxError
-from simx.report import label_confusion
+from simx.index.evaluation import label_confusion
 
 st.title("Failures")
 name, index = ui.current_index()  # opened by app.py
@@ -26,6 +26,9 @@ c[1].metric("precision@1", f"{overall['precision@1']:.3f}")
 c[2].metric(f"precision@{k}", f"{overall['precision@k']:.3f}")
 c[3].metric(f"recall@{k}", f"{overall['recall@k']:.3f}")
 c[4].metric(f"mAP@{k}", f"{overall['mAP@k']:.3f}")
+shares = "shares a label with" if overall.get("multi_label") else "has the label of"
+st.caption(f"A neighbour is correct when it {shares} the query (relevant = {overall.get('relevance', 'same label')}); "
+           f"{overall['n_skipped']} items that share no label with any other are not queries.")
 
 # human verdicts per query, from the label store
 store = ui.label_store(name)
@@ -34,19 +37,22 @@ for lab in store.list(index=name, verdict="bad"):
     bad_counts[lab.query_id] = bad_counts.get(lab.query_id, 0) + 1
 
 f1, f2, f3 = st.columns([3, 2, 2])
-labels = sorted(per_query["label"].dropna().unique())
+labels = sorted({lab for labs in per_query["labels"] for lab in labs})
 chosen = f1.multiselect("Labels (empty: all)", labels, key="fail_labels")
 max_ap = f2.slider("Show queries with AP at most", 0.0, 1.0, 1.0, 0.05, key="fail_ap")
 only_p1 = f3.toggle("Only wrong first neighbour", key="fail_p1")
 
 table = per_query.copy()
 if chosen:
-    table = table[table["label"].isin(chosen)]
+    table = table[[bool(set(labs) & set(chosen)) for labs in table["labels"]]]
 table = table[table["ap"] <= max_ap + 1e-9]
 if only_p1:
     table = table[table["p1"] < 1]
-table = table.assign(bad_labels=[bad_counts.get(i, 0) for i in table["id"]],
-                     neighbours=[", ".join(list(n)[:5]) for n in table["neighbours"]])
+table = table.assign(labels=[" | ".join(labs) for labs in table["labels"]],
+                     bad_labels=[bad_counts.get(i, 0) for i in table["id"]],
+                     neighbours=[", ".join(f"{'✓' if ok else '✗'} {n}" for n, ok in zip(list(nbs)[:5], list(rel)))
+                                 for nbs, rel in zip(table["neighbours"], table["relevant"])])
+table = table.drop(columns=["label", "relevant"])
 st.caption(f"{len(table)} of {len(per_query)} queries, worst average precision first. Click a row, then open it.")
 event = st.dataframe(
     table, key="fail_table", on_select="rerun", selection_mode="single-row", hide_index=True,
@@ -57,7 +63,8 @@ event = st.dataframe(
         "rk": st.column_config.NumberColumn("R@k", format="%.3f"),
         "n_relevant": st.column_config.NumberColumn("relevant"),
         "bad_labels": st.column_config.NumberColumn("bad labels"),
-        "neighbours": st.column_config.TextColumn("first neighbours"),
+        "neighbours": st.column_config.TextColumn("first neighbours", help="✓ shares a label with the query, "
+                                                  "✗ shares none (a failure)"),
     },
 )
 rows = event.selection.rows if event is not None else []
@@ -69,8 +76,9 @@ if rows:
 
 st.subheader("Label confusion")
 st.caption("How often a query of one label (rows) retrieves a neighbour of another label (columns) in its top k; "
-           "the diagonal is correct retrieval.")
-conf = label_confusion(per_query, {it.id: it.label for it in index.items}, normalise=True)
+           "the diagonal is correct retrieval (a neighbour carrying the query's label). A query or neighbour with "
+           "several labels splits its count evenly over them.")
+conf = label_confusion(per_query, {it.id: it.labels for it in index.items}, normalise=True)
 if conf.empty:
     st.info("Nothing to show.")
 else:

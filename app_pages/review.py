@@ -22,16 +22,15 @@ with st.sidebar:
 
 
 def review_pairs() -> list[tuple[str, str, int]]:
-    """(query, neighbour, rank) of the top-k neighbours of every labelled query, worst queries first."""
+    """(query, neighbour, rank) of the top-k neighbours of every labelled query, worst queries first (the order
+    of simx.index.evaluation.review_pairs: relevance = sharing a label)."""
+    from simx.index.evaluation import review_pairs as queue_order
+
     try:
         _, _, per_query = ui.get_evaluation(name, k)
     except SimxError:
         return []
-    out = []
-    for qid, nbs in zip(per_query["id"], per_query["neighbours"]):
-        for r, nid in enumerate(list(nbs)[:k]):
-            out.append((qid, nid, r + 1))
-    return out
+    return queue_order(per_query, k)
 
 
 def review_act(action: str, pair: tuple[str, str, int]) -> None:
@@ -85,13 +84,13 @@ qi, ni = index.item(q), index.item(n)
 c1, c2, c3 = st.columns([2, 2, 1.4])
 if view is not None:
     c1.image(report.overlay(view["query_image"], view["query_map"], 0.5), width="stretch",
-             caption=f"query {q} ({qi.label})")
+             caption=f"query {q} ({' | '.join(qi.labels) or '-'})")
     c2.image(report.overlay(view["neighbour_image"], view["neighbour_map"], 0.5), width="stretch",
-             caption=f"#{r} {n} ({ni.label})")
+             caption=f"#{r} {n} ({' | '.join(ni.labels) or '-'})")
 with c3:
     if view is not None:
         st.metric("similarity", f"{view['similarity']:.4f}")
-    st.markdown(ui.badge(qi.label == ni.label if qi.label and ni.label else None))
+    st.markdown(ui.pair_badge(index, q, n))
     st.selectbox("Reason for bad", list(REASONS), format_func=REASONS.get, key="review_reason",
                  index=list(REASONS).index("other"))
     b1, b2 = st.columns(2)

@@ -27,8 +27,8 @@ Variants
 Manifest columns
     ``id`` (``scene_0000``), ``path`` (file name relative to the manifest), ``label`` (category of the largest
     object), ``labels`` (the categories of all its objects, ``|``-separated, the largest object's first: a
-    neighbour is a correct match when it shares one, see :mod:`simx.relevance`), ``attributes``, ``boxes``, ``background``, ``seed`` (the gallery seed), ``n_objects``, ``source``
-    (``stamps`` or ``procedural``).
+    neighbour is a correct match when it shares one, see :mod:`simx.relevance`), ``attributes``, ``boxes``,
+    ``background``, ``seed`` (the gallery seed), ``n_objects``, ``source`` (``stamps`` or ``procedural``).
 
 Attribute convention (``;``-separated, sorted, unique)
     Bare tokens are categories: every top-level category and every leaf path present
