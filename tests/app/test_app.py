@@ -247,7 +247,7 @@ def test_failures_page_table_confusion_and_open(indexes):
     assert not at.error
     df = at.dataframe[0].value
     assert list(df["ap"]) == sorted(df["ap"])  # worst first
-    assert {"id", "label", "ap", "p1", "bad_labels"} <= set(df.columns) and len(df) == 15
+    assert {"id", "labels", "ap", "p1", "bad_labels"} <= set(df.columns) and len(df) == 15
     assert dict(zip(df["id"], df["bad_labels"]))[QUERY] == 1
     assert len(nodes(at, "plotly_chart")) == 1  # the confusion heat map
     assert any(m.label == "precision@1" for m in at.metric)
