@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import os
 import sys
@@ -294,24 +295,56 @@ COMMANDS.extend([
 
 
 
-def _register_feature_commands() -> None:
-    """The commands other packages define (demo, explain, attributes), added after the index commands."""
-    from .attributes.cli import COMMAND as attributes_command
-    from .demo.build import COMMAND as demo_command
-    from .explain.cli import COMMAND as explain_command
-    from .diff.cli import COMMAND as diff_command
-    from .training.cli import COMMAND as train_command
+#: Commands other packages define: (name, module holding its ``COMMAND`` tuple, one-line help). A module (and with
+#: it torch) is imported only when its command runs or shows its own --help, so ``simx --help``, ``simx index list``
+#: and the other commands that only read metadata start without importing torch (tests/explain/test_contrast_cli.py), and each help line matches its module's.
+FEATURE_COMMANDS: list[tuple[str, str, str]] = [
+    ("demo", "simx.demo.build",
+     "build the demo galleries (Tux Paint stamps, generated scenes) and their indexes; idempotent"),
+    ("explain", "simx.explain.cli",
+     "explain why a neighbour matches a query, or why a wrong one beat the right one (--versus)"),
+    ("attributes", "simx.attributes.cli", "train SANE attribute predictors and compare them (methods.md 4, 7.3)"),
+    ("train", "simx.training.cli",
+     "fine-tune an index's model on its labelled matches (bad = hard negatives, good = positives)"),
+    ("diff", "simx.diff.cli",
+     "compare two indexes of one gallery (e.g. before/after simx train): per-query metric changes, "
+     "neighbours that entered/left, labelled pairs fixed or regressed"),
+]
 
-    for command in (demo_command, explain_command, attributes_command, train_command, diff_command):
-        if all(c[0] != command[0] for c in COMMANDS):
-            COMMANDS.append(command)
+
+def _feature_command(name: str, module: str, help_text: str) -> Command:
+    """A :data:`COMMANDS` entry whose options and run function come from ``module`` when first needed."""
+
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        importlib.import_module(module).COMMAND[1](p)
+
+    def run(args: argparse.Namespace) -> int | None:
+        return importlib.import_module(module).COMMAND[2](args)
+
+    return (name, add_arguments, run, help_text)
+
+
+def _register_feature_commands() -> None:
+    """The commands other packages define (:data:`FEATURE_COMMANDS`), added after the index commands."""
+    for name, module, help_text in FEATURE_COMMANDS:
+        if all(c[0] != name for c in COMMANDS):
+            COMMANDS.append(_feature_command(name, module, help_text))
+
+
+def _command_words(argv: list[str] | None) -> list[str] | None:
+    """The words of ``argv`` that are not options (the command's name comes first); None when argv is unknown:
+    every command's options are then declared."""
+    if argv is None:
+        return None
+    return [tok for tok in argv if not tok.startswith("-")]
 
 
 # ------------------------------------------------------------------------------------------ parser and main
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of every registered command (see :data:`COMMANDS`)."""
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The argparse parser of every registered command (see :data:`COMMANDS`). Given the ``argv`` it will parse,
+    only the invoked command declares its options (importing what they need); the others show their help line."""
     _register_feature_commands()
     parser = argparse.ArgumentParser(
         prog="simx",
@@ -327,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"simx {__version__}")
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, Any] = {}
+    wanted = _command_words(argv)
     for name, add_arguments, run, help_text in COMMANDS:
         words = name.split()
         target = top
@@ -339,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
             target = groups[key]
         p = target.add_parser(words[-1], help=help_text, description=help_text, formatter_class=_Formatter)
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-        add_arguments(p)
+        if wanted is None or wanted[: len(words)] == words:
+            add_arguments(p)
         p.set_defaults(_run=run)
     return parser
 
@@ -356,7 +391,8 @@ def _stdout_gone() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``simx`` console script; returns the exit status (see the module docstring)."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         code = int(args._run(args) or 0)
         sys.stdout.flush()

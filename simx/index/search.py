@@ -13,16 +13,18 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from PIL import Image
 
 from ..data import Item, load_image, records_to_items
 from ..errors import ModelMismatchError, SimxError, SimxIndexError
-from ..models import SimModel, load_model
 from .layout import (EMBEDDINGS_FILE, INDEX_FILE, MANIFEST_FILE, _OLD_RE, check_name, index_root, read_meta,
                      recover)
+
+if TYPE_CHECKING:  # the models (and torch) load only when an index needs its model: listing and reading do not
+    from ..models import SimModel
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,8 @@ class Index:
         preprocessing; :class:`ModelMismatchError` if what loads today does not match the record."""
         if self._model is None:
             m = self.meta["model"]
+            from ..models import load_model
+
             model = load_model(m["spec"], layer=m["layer"], metric=m["metric"], preprocessing=m["preprocessing"])
             check_model(self, model)
             self._model = model
@@ -311,6 +315,8 @@ def open_index(name: str | os.PathLike, root: str | os.PathLike | None = None,
     if model is not None:
         if isinstance(model, str):
             m = meta["model"]
+            from ..models import load_model
+
             model = load_model(model, layer=m["layer"], metric=m["metric"], preprocessing=m["preprocessing"])
         check_model(index, model)
         index._model = model
