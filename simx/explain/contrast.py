@@ -47,33 +47,40 @@ def _is_right(hit: Any, query_label: str | None, verdicts: dict[str, str]) -> bo
     return hit.label == query_label
 
 
+def _right_position(hits: list[Any], query_label: str | None, verdicts: dict[str, str],
+                    exclude: str | None = None) -> int | None:
+    """Position in ``hits`` of the right neighbour: the best-ranked one labelled good, else the best-ranked one
+    with the query's label (and no bad verdict); None when there is none."""
+    candidates = [h for h in hits if h.id != exclude]
+    for rule in (lambda h: verdicts.get(h.id) == "good", lambda h: _is_right(h, query_label, verdicts) is True):
+        for hit in candidates:
+            if rule(hit):
+                return hits.index(hit)
+    return None
+
+
 def failing_pair(index: Any, query_id: str, labels: Any = None, user: str | None = None, k: int = SEARCH_DEPTH
                  ) -> tuple[Any, Any] | None:
-    """(wrong, right) :class:`~simx.index.search.Hit` of a failing query, or None when the query does not fail
-    (its best-ranked judged neighbour is right) or has no right neighbour within ``k``."""
+    """(wrong, right) :class:`~simx.index.search.Hit` of a failing query: right as in :func:`propose_right`,
+    wrong the best-ranked neighbour above it that is not right (labelled bad, or of another label); None when
+    the query does not fail or has no right neighbour within ``k``."""
     query_label = index.item(query_id).label
     verdicts = _verdicts(labels, index.name, query_id, user)
-    wrong = right = None
-    for hit in index.search_id(query_id, k=k):
-        judged = _is_right(hit, query_label, verdicts)
-        if judged is True:
-            right = hit
-            break
-        if judged is False and wrong is None:
-            wrong = hit
-    return (wrong, right) if wrong is not None and right is not None else None
+    hits = index.search_id(query_id, k=k)
+    pos = _right_position(hits, query_label, verdicts)
+    if pos is None:
+        return None
+    wrong = next((h for h in hits[:pos] if _is_right(h, query_label, verdicts) is False), None)
+    return (wrong, hits[pos]) if wrong is not None else None
 
 
 def propose_right(index: Any, query_id: str, labels: Any = None, user: str | None = None, k: int = SEARCH_DEPTH,
                   exclude: str | None = None) -> Any:
     """The neighbour that should have ranked first: the best-ranked one labelled ``good`` in ``labels``, else the
     best-ranked item with the query's label (within ``k``), skipping ``exclude``; None when there is none."""
-    query_label = index.item(query_id).label
-    verdicts = _verdicts(labels, index.name, query_id, user)
-    for hit in index.search_id(query_id, k=k):
-        if hit.id != exclude and _is_right(hit, query_label, verdicts):
-            return hit
-    return None
+    hits = index.search_id(query_id, k=k)
+    pos = _right_position(hits, index.item(query_id).label, _verdicts(labels, index.name, query_id, user), exclude)
+    return None if pos is None else hits[pos]
 
 
 _POSITIONS = (("top left", "top", "top right"), ("left", "centre", "right"),
