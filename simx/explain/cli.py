@@ -468,7 +468,8 @@ def _contrast_one(args, model, method, params, q_img, wrong, r_imgs, k, wrong_re
     return summary
 
 
-COMMAND = ("explain", add_arguments, run, "explain why a neighbour matches a query (saliency maps on both images)")
+COMMAND = ("explain", add_arguments, run,
+           "explain why a neighbour matches a query, or why a wrong one beat the right one (--versus)")
 
 
 def main(argv: list[str] | None = None) -> int:

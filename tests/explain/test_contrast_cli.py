@@ -128,3 +128,13 @@ def test_cli_start_up_does_not_import_torch(argv, tmp_path):
     env = {"SIMX_INDEXES": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}
     r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=120)
     assert r.stderr.strip().splitlines()[-1] == "NO-TORCH", r.stderr
+
+
+def test_feature_command_help_lines_match_their_modules():
+    import importlib
+
+    from simx.cli import FEATURE_COMMANDS
+
+    for name, module, help_text in FEATURE_COMMANDS:
+        command = importlib.import_module(module).COMMAND
+        assert command[0] == name and command[3] == help_text, name
