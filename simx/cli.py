@@ -186,8 +186,10 @@ def cmd_index_info(args: argparse.Namespace) -> int:
 
 def add_search(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="index name")
-    p.add_argument("query", metavar="IMAGE_OR_ID",
+    p.add_argument("query", metavar="IMAGE_OR_ID", nargs="?", default=None,
                    help="a gallery id of the index (the item itself is excluded) or an image file")
+    p.add_argument("--text", metavar="TEXT", default=None,
+                   help="search with a text instead of an image (CLIP-style models: open_clip:...)")
     p.add_argument("-k", type=int, default=10, help="number of neighbours")
     p.add_argument("--json", action="store_true", help="print JSON: the query and each neighbour's rank, id, path, "
                    "label and score")
@@ -197,8 +199,12 @@ def add_search(p: argparse.ArgumentParser) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     from .index import open_index
 
+    if (args.query is None) == (args.text is None):
+        raise UsageError("give either IMAGE_OR_ID or --text TEXT")
     index = open_index(args.name, root=args.root)
-    if args.query in index:
+    if args.text is not None:
+        kind, hits, args.query = "text", index.search_text(args.text, args.k), args.text
+    elif args.query in index:
         kind, hits = "id", index.search_id(args.query, args.k)
     elif os.path.exists(args.query):
         kind, hits = "image", index.search_image(args.query, args.k)

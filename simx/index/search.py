@@ -231,6 +231,14 @@ class Index:
         """Neighbours of an image (PIL image, path or encoded bytes), embedded with the index's model."""
         return self.search([image], k)[0]
 
+    def text_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> (N, D) query vectors from the index model's text tower (CLIP-style models only)."""
+        return self.query_vectors(self.model.embed_texts(list(texts)))
+
+    def search_text(self, text: str, k: int = 10) -> list[Hit]:
+        """Neighbours of a text query (``"a red double-decker bus"``), for indexes built with a CLIP-style model."""
+        return self.search(self.text_vectors([text]), k)[0]
+
     def _hit(self, pos: int, score: float, rank: int) -> Hit:
         it = self.items[pos]
         return Hit(id=it.id, path=it.path, label=it.label, score=score, rank=rank)

@@ -69,6 +69,9 @@ class TokenLayout:
     def default_layer(self) -> str:
         return self.layers[-1]
 
+    def readout(self, relevance: torch.Tensor) -> torch.Tensor:
+        raise SimxError(f"{type(self).__name__} has no global token-to-token attention")
+
     #: number of non-grid (prefix) tokens
     num_prefix: int = 0
 
@@ -200,8 +203,12 @@ class TimmViTLayout(TokenLayout):
         e = self.net.forward_head(state, pre_logits=True)
         return self.post(e) if self.post is not None else e
 
-    def attention_modules(self, start: int) -> list[nn.Module]:
-        return [blk.attn for blk in self.blocks[start:]]
+    def readout(self, relevance: torch.Tensor) -> torch.Tensor:
+        p = self.num_prefix
+        if self.uses_prefix_pooling():
+            rows = 2 if "Distilled" in type(self.net).__name__ else 1
+            return relevance[:, :rows].mean(dim=1)
+        return relevance[:, p:].mean(dim=1)
 
 
 class TimmSwinLayout(TokenLayout):
@@ -290,6 +297,9 @@ class OpenClipViTLayout(TokenLayout):
     def from_map(self, feats, ctx):
         return _tokens_from_map(feats, 1, "this CLIP tower's head")
 
+    def readout(self, relevance: torch.Tensor) -> torch.Tensor:
+        return relevance[:, 0] if self.pool_type == "tok" else relevance[:, 1:].mean(dim=1)
+
     def pool(self, state):
         v = self.net
         pooled = state[:, 1:].mean(dim=1) if self.pool_type == "avg" else (
@@ -372,12 +382,19 @@ class TokenModel(SimModel):
             state = self.layout.run(state, self.index + 1, len(self.layout.layers), ctx, attention)
             return self.layout.pool(state)
 
-    def run_from_input(self, x: torch.Tensor, attention: list | None = None) -> tuple[TokenMap, torch.Tensor]:
-        """(features, embedding) of an input batch with every block's attention recorded from block 0."""
-        state, ctx = self.layout.embed(x)
-        state = self.layout.run(state, 0, self.index + 1, ctx, attention)
-        fmap = self.layout.to_map(state, ctx)
-        return fmap, self.head(fmap, attention)
+    def run_from_input(self, x: torch.Tensor, attention: list | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(embedding (B, D), patch grid (h, w)) of an input batch through the whole network, every block's
+        attention probabilities appended to ``attention`` in order (class tokens stay in the graph throughout)."""
+        with unfused(self.net, torch.is_grad_enabled()):
+            state, ctx = self.layout.embed(x)
+            state = self.layout.run(state, 0, len(self.layout.layers), ctx, attention)
+            return self.layout.pool(state), tuple(ctx.get("grid", state.shape[1:3]))
+
+    def readout(self, relevance: torch.Tensor) -> torch.Tensor:
+        """Token-to-token relevance (B, T, T) -> relevance of every token for the pooled embedding (B, T): the class
+        token's row (the mean of class and distillation rows for DeiT), or the mean of the patch rows for
+        mean-pooled and attention-pooled (MAP) heads, whose pooled vector reads every patch token."""
+        return self.layout.readout(relevance)
 
     @property
     def num_prefix_tokens(self) -> int:

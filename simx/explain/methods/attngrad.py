@@ -1,0 +1,118 @@
+"""``attngrad``: gradient-weighted attention rollout with the similarity as target (transformer-native).
+
+For vision transformers with global attention (ViT, DeiT, DINOv2, SigLIP, EVA-02, CLIP / OpenCLIP towers). The
+rule is the gradient-weighted rollout of Chefer, Gur and Wolf ("Generic Attention-model Explainability for
+Interpreting Bi-Modal and Encoder-Decoder Transformers", ICCV 2021, eq. 5-6), in the spirit of LeGrad (Bousselham
+et al., ICCV 2025: attention maps weighted by the positive part of the gradient of the target), with the pair's
+similarity s(x, y) as the target instead of a class logit. methods.md has no section on attention methods; the
+formulas used are:
+
+    for every block l (attention probabilities A_l, (heads, T, T), and their gradient dA_l = d s / d A_l):
+        Abar_l = mean_heads ReLU(dA_l * A_l)                         (T, T)
+    R_0 = I;   R_l = R_{l-1} + Abar_l R_{l-1}                          (token-to-token relevance)
+    r = readout(R_L)                                                   (T,)
+    map(i) = r[P + i] on the patch grid (P = class / distillation / register tokens)
+
+``readout`` is the row the embedding reads: the class token's row for class-token pooling (the mean of the class and
+distillation rows for DeiT), the mean of the patch rows for mean pooling and for attention-pool (MAP) heads, whose
+latent query reads every patch (the pool's own attention is not part of the rollout). The maps are non-negative by
+construction (ReLU per block, products of non-negative matrices); R_0 = I keeps each patch's own path, so the map is
+never all-zero where gradients vanish.
+
+Batching and cost (all K pairs at once): the neighbour side forwards the K neighbour images through the whole
+network with the autograd graph and differentiates sum_k s(x, y_k) (x's embedding detached) in ONE backward pass:
+s_k only depends on y_k's attention, so each image's gradients are its own pair's. The query side forwards the query
+once and takes the K gradients d s(x, y_k) / d A_l(x) in one *batched* backward (``is_grads_batched``, a vmap over
+the backward), falling back to K backward calls on ops without a batching rule (counted either way). So a pair
+costs (K + 1) graph forwards and 2 backward calls on top of the engine's cached unperturbed forward; unlike gradcam
+it backpropagates through every block, which is the price of seeing how attention routed the evidence.
+
+Refused, with the reason, for models without a global attention matrix (CNNs, Swin's shifted windows).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...errors import ExplainError, SimxError
+from ..base import MethodOutput, register
+from ..engine import PairContext
+from .gradcam import row_similarity
+
+
+def _check(ctx: PairContext) -> None:
+    model = ctx.model
+    if not hasattr(model, "run_from_input") or not getattr(model, "global_attention", False):
+        raise ExplainError(f"attngrad needs a transformer with global self-attention (ViT, DeiT, DINOv2, SigLIP, EVA, "
+                           f"CLIP); model {model.spec!r} has none (a CNN, or Swin's shifted windows): use gradcam, "
+                           "searchcam or a perturbation method")
+
+
+def rollout(attn: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor:
+    """Chefer et al. eq. 5-6: R = prod_l (I + mean_h ReLU(grad_l * A_l)) applied in block order -> (B, T, T)."""
+    r = None
+    for a, g in zip(attn, grads):
+        abar = (g.float() * a.float()).clamp_min(0).mean(dim=1)  # (B, T, T)
+        if r is None:
+            r = torch.eye(abar.shape[-1], device=abar.device).expand_as(abar).clone()
+        r = r + abar @ r
+    if r is None:
+        raise ExplainError("attngrad: the model recorded no attention maps")
+    return r
+
+
+def _maps(ctx: PairContext, attn, grads, grid) -> torch.Tensor:
+    relevance = ctx.model.readout(rollout(attn, grads))  # (B, T)
+    p = ctx.model.num_prefix_tokens
+    return relevance[:, p:].reshape(-1, *grid)
+
+
+def _forward(ctx: PairContext, x: torch.Tensor):
+    sink: list[torch.Tensor] = []
+    with torch.enable_grad():
+        try:
+            # frozen weights: the input is the leaf that puts the attention maps in an autograd graph
+            emb, grid = ctx.model.run_from_input(x.detach().clone().requires_grad_(True), attention=sink)
+        except SimxError as exc:
+            raise ExplainError(f"attngrad: {exc}") from None
+    ctx.cost.forward += int(x.shape[0])
+    return emb, sink, grid
+
+
+def neighbour_maps(ctx: PairContext) -> torch.Tensor:
+    emb, attn, grid = _forward(ctx, ctx.neighbours)
+    other = ctx.query_embedding.detach().expand(ctx.k, -1).float()
+    with torch.enable_grad():
+        total = row_similarity(ctx.model, emb.float(), other).sum()
+    grads = ctx.backward(total, attn)
+    return _maps(ctx, [a.detach() for a in attn], grads, grid)
+
+
+def query_maps(ctx: PairContext) -> torch.Tensor:
+    emb, attn, grid = _forward(ctx, ctx.query)
+    with torch.enable_grad():
+        sims = ctx.model.similarity(emb.float(), ctx.neighbour_embeddings.detach().float())[0]  # (K,)
+    eye = torch.eye(ctx.k, device=sims.device, dtype=sims.dtype)
+    try:
+        grads = torch.autograd.grad(sims, attn, grad_outputs=eye, is_grads_batched=True, retain_graph=True)
+        ctx.cost.backward += 1
+        grads = [g[:, 0] for g in grads]  # (K, heads, T, T): row k is d s_k / d A_l(x)
+    except RuntimeError:  # an op without a batching rule: one backward per neighbour
+        per_k = [torch.autograd.grad(sims[k], attn, retain_graph=True) for k in range(ctx.k)]
+        ctx.cost.backward += ctx.k
+        grads = [torch.cat([g[layer] for g in per_k]) for layer in range(len(attn))]
+    attn = [a.detach().expand(ctx.k, *a.shape[1:]) for a in attn]
+    return _maps(ctx, attn, grads, grid)
+
+
+@register("attngrad", "Gradient-weighted attention rollout with the similarity as target (Chefer et al. 2021, "
+          "LeGrad-style); transformers with global attention; all K pairs in one backward pass per side",
+          kind="gradient", needs_features=True)
+def attribute(ctx: PairContext, side: str) -> MethodOutput:
+    _check(ctx)
+    out = MethodOutput(params={"rule": "R = prod (I + mean_h ReLU(dA * A))", "metric": ctx.model.metric})
+    if side in ("query", "both"):
+        out.query_feature_maps = query_maps(ctx).cpu().numpy()
+    if side in ("neighbour", "both"):
+        out.neighbour_feature_maps = neighbour_maps(ctx).cpu().numpy()
+    return out
