@@ -126,6 +126,10 @@ def wrap_openclip(spec: str, clip: torch.nn.Module, cfg: dict, layer, metric, de
 
 def load_openclip(spec: str, rest: str, layer=None, metric="cosine", device=None, preprocessing=None) -> SimModel:
     """``open_clip:ARCH[@WEIGHTS]`` or ``open_clip:hf-hub:ORG/NAME``."""
+    try:
+        import open_clip  # noqa: F401
+    except ImportError:
+        raise ModelSpecError("open_clip: specs need the open-clip-torch package: pip install 'simx[clip]'") from None
     if rest.startswith("hf-hub:"):
         return _load_hub(spec, rest, layer, metric, device, preprocessing)
     arch, _, weights = rest.partition("@")

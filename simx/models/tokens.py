@@ -176,7 +176,10 @@ class TimmViTLayout(TokenLayout):
             ctx["rope"] = rope
         else:
             x = net._pos_embed(x)
-        x = net.norm_pre(net.patch_drop(x)) if hasattr(net, "patch_drop") else net.norm_pre(x)
+        drop = getattr(net, "patch_drop", None)  # identity in eval; EVA applies its own inside _pos_embed
+        if drop is not None and not self.is_eva:
+            x = drop(x)
+        x = net.norm_pre(x)
         return x, ctx
 
     def run(self, state, start, stop, ctx, attention):

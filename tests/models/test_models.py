@@ -74,9 +74,15 @@ def test_timm_and_torchvision_with_local_weights(tmp_path):
 
     net = timm.create_model("resnet18", pretrained=False, num_classes=10)
     torch.save(net.state_dict(), tmp_path / "r18.pth")
-    # timm's default head has 1000 classes: a 10-class checkpoint must be a clear shape error
-    with pytest.raises(WeightsError, match="wrong shape.*fc.weight"):
-        load_model(f"timm:resnet18@{tmp_path / 'r18.pth'}", cache=False)
+    # the classifier is sized from the checkpoint: a 10-class fine-tune loads (no ImageNet classify then) ...
+    ten = load_model(f"timm:resnet18@{tmp_path / 'r18.pth'}", cache=False)
+    assert ten.net.num_classes == 10 and ten.dim == 512
+    # ... and a mis-shaped tensor elsewhere is a clear shape error naming the key
+    bad = net.state_dict()
+    bad["layer1.0.conv1.weight"] = bad["layer1.0.conv1.weight"][:, :3]
+    torch.save(bad, tmp_path / "r18bad.pth")
+    with pytest.raises(WeightsError, match="wrong shape.*layer1.0.conv1.weight"):
+        load_model(f"timm:resnet18@{tmp_path / 'r18bad.pth'}", cache=False)
     net = timm.create_model("resnet18", pretrained=False)
     torch.save({"state_dict": net.state_dict()}, tmp_path / "r18full.pth")
     m = load_model(f"timm:resnet18@{tmp_path / 'r18full.pth'}", cache=False)
