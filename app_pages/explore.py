@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages import _common as ui
+from app_pages._contrast import contrast_section
 from simx import report
 from simx.errors import SimxError
 
@@ -35,12 +36,12 @@ if present:
 
 
 def pick_query(item_id: str) -> None:
-    ui.set_qp(query=item_id, neighbour=None)
+    ui.set_qp(query=item_id, neighbour=None, versus=None, why=None)
     st.session_state["fold_picker"] = True  # fold the gallery away once a query is chosen
 
 
 def pick_neighbour(item_id: str) -> None:
-    ui.set_qp(neighbour=item_id)
+    ui.set_qp(neighbour=item_id, versus=None, why=None)
 
 
 def random_query() -> None:
@@ -371,7 +372,8 @@ def save_label(query: str, neighbour: str, verdict: str, rank: int | None, score
         st.session_state["label_saved"] = f"Could not save the label: {exc}"
 
 
-def label_panel(query: str, neighbour: str, rank: int | None, score: float | None) -> dict | None:
+def label_panel(query: str, neighbour: str, rank: int | None, score: float | None,
+                suggested: str | None = None) -> dict | None:
     from simx.labels import REASONS
 
     mine = store.find(name, query, neighbour, user=ui.current_user())
@@ -389,7 +391,8 @@ def label_panel(query: str, neighbour: str, rank: int | None, score: float | Non
         c2.button("Bad match", icon=":material/thumb_down:", key="label_bad", on_click=save_label,
                   args=(query, neighbour, "bad", rank, score))
         c3.selectbox("Reason (bad)", list(REASONS), format_func=REASONS.get, key="label_reason",
-                     index=list(REASONS).index(current.reason) if current and current.reason else 0)
+                     index=list(REASONS).index(current.reason) if current and current.reason
+                     else list(REASONS).index(suggested) if suggested in REASONS else 0)
         c4.text_input("Note", key="label_note")
         msg = st.session_state.pop("label_saved", None)
         if msg:
@@ -443,7 +446,8 @@ def pair_view(query: str, neighbour: str, hit: dict | None) -> None:
     views = method_rows(query, neighbour, chosen, alpha)
     sane = sane_panel(query, neighbour, alpha)
     joint_panel(query, neighbour, alpha)
-    label = None if present else label_panel(query, neighbour, rank, score)
+    reason = None if present else contrast_section(name, index, store, query, neighbour, force=ui.qp("why") == "1")
+    label = None if present else label_panel(query, neighbour, rank, score, suggested=reason)
     if not present:
         downloads(query, neighbour, views, sane, label, rank, score)
 

@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages import _common as ui
+from app_pages._contrast import failure_link
 from simx.errors import SimxError
 from simx.index.evaluation import label_confusion
 
@@ -73,6 +74,7 @@ if rows:
     st.markdown(f"Selected query: `{qid}`")
     st.page_link("app_pages/explore.py", label="Open in Explore", icon=":material/open_in_new:",
                  query_params=ui.carry_params(query=qid, neighbour=None, mode=None))
+    failure_link(index, store, name, qid)
 
 st.subheader("Label confusion")
 st.caption("How often a query of one label (rows) retrieves a neighbour of another label (columns) in its top k; "

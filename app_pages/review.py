@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import _common as ui
+from app_pages._contrast import contrast_section
 from simx import report
 from simx.errors import SimxError
 from simx.labels import REASONS
@@ -106,3 +107,6 @@ with c3:
     st.caption("Keys: **G** good · **B** bad · **S** skip · **←** back")
     st.page_link("app_pages/explore.py", label="Open in Explore", icon=":material/open_in_new:",
                  query_params=ui.carry_params(query=q, neighbour=n, mode=None))
+if st.toggle("Why not the right one?", key="review_contrast", help="Compare this neighbour with the one that "
+             "should have ranked first: the margin map, the region that flips the order, a one-line reading"):
+    contrast_section(name, index, store, q, n, key="review", force=True)

@@ -37,22 +37,24 @@ def _verdicts(labels: Any, index_name: str, query_id: str, user: str | None) -> 
     return out
 
 
-def _is_right(hit: Any, query_label: str | None, verdicts: dict[str, str]) -> bool | None:
-    """True / False for a right / wrong neighbour, None when nothing says."""
+def _is_right(hit: Any, query_item: Any, verdicts: dict[str, str], index: Any) -> bool | None:
+    """True / False for a right / wrong neighbour, None when nothing says: the label store's verdict, else whether
+    the neighbour shares a label with the query (:func:`simx.relevance.shares_label`, multi-label aware)."""
+    from ..relevance import shares_label
+
     verdict = verdicts.get(hit.id)
     if verdict is not None:
         return verdict == "good"
-    if query_label in (None, "") or hit.label in (None, ""):
-        return None
-    return hit.label == query_label
+    return shares_label(query_item, index.item(hit.id))
 
 
-def _right_position(hits: list[Any], query_label: str | None, verdicts: dict[str, str],
+def _right_position(hits: list[Any], query_item: Any, verdicts: dict[str, str], index: Any,
                     exclude: str | None = None) -> int | None:
     """Position in ``hits`` of the right neighbour: the best-ranked one labelled good, else the best-ranked one
-    with the query's label (and no bad verdict); None when there is none."""
+    sharing the query's label (and no bad verdict); None when there is none."""
     candidates = [h for h in hits if h.id != exclude]
-    for rule in (lambda h: verdicts.get(h.id) == "good", lambda h: _is_right(h, query_label, verdicts) is True):
+    for rule in (lambda h: verdicts.get(h.id) == "good",
+                 lambda h: _is_right(h, query_item, verdicts, index) is True):
         for hit in candidates:
             if rule(hit):
                 return hits.index(hit)
@@ -64,22 +66,22 @@ def failing_pair(index: Any, query_id: str, labels: Any = None, user: str | None
     """(wrong, right) :class:`~simx.index.search.Hit` of a failing query: right as in :func:`propose_right`,
     wrong the best-ranked neighbour above it that is not right (labelled bad, or of another label); None when
     the query does not fail or has no right neighbour within ``k``."""
-    query_label = index.item(query_id).label
+    query_item = index.item(query_id)
     verdicts = _verdicts(labels, index.name, query_id, user)
     hits = index.search_id(query_id, k=k)
-    pos = _right_position(hits, query_label, verdicts)
+    pos = _right_position(hits, query_item, verdicts, index)
     if pos is None:
         return None
-    wrong = next((h for h in hits[:pos] if _is_right(h, query_label, verdicts) is False), None)
+    wrong = next((h for h in hits[:pos] if _is_right(h, query_item, verdicts, index) is False), None)
     return (wrong, hits[pos]) if wrong is not None else None
 
 
 def propose_right(index: Any, query_id: str, labels: Any = None, user: str | None = None, k: int = SEARCH_DEPTH,
                   exclude: str | None = None) -> Any:
     """The neighbour that should have ranked first: the best-ranked one labelled ``good`` in ``labels``, else the
-    best-ranked item with the query's label (within ``k``), skipping ``exclude``; None when there is none."""
+    best-ranked item sharing a label with the query (within ``k``), skipping ``exclude``; None when there is none."""
     hits = index.search_id(query_id, k=k)
-    pos = _right_position(hits, index.item(query_id).label, _verdicts(labels, index.name, query_id, user), exclude)
+    pos = _right_position(hits, index.item(query_id), _verdicts(labels, index.name, query_id, user), index, exclude)
     return None if pos is None else hits[pos]
 
 
@@ -141,20 +143,25 @@ class WhyNot:
                 "cost": self.contrast.cost.to_dict()}
 
 
+def _num(v: float, sign: str = "") -> str:
+    """A margin for a sentence: 3 decimals, or 2 significant digits when it is smaller than 0.001."""
+    return f"{v:{sign}.3f}" if abs(v) >= 1e-3 or v == 0 else f"{v:{sign}.2g}"
+
+
 def reading(contrast: ContrastExplanation, query_region: Counterfactual, grey: dict[str, Any]) -> str:
     """One line saying why the wrong neighbour won, from the verified counterfactual (margins are measured)."""
     margin = query_region.margin_before
     if margin <= 0:
-        return f"the right neighbour already ranks first (margin {margin:+.3f})"
+        return f"the right neighbour already ranks first (margin {_num(margin, '+')})"
     if query_region.found:
         what = describe_region(contrast.query_image, query_region.mask)
         drop = margin - query_region.margin_after
-        return (f"{what} ({query_region.area:.0%} of the query) favours the wrong one by {drop:.3f} of the "
-                f"{margin:.3f} margin: without it the right one ranks first")
+        return (f"{what} ({query_region.area:.0%} of the query) favours the wrong one by {_num(drop)} of the "
+                f"{_num(margin)} margin: without it the right one ranks first")
     worst_grey = max(grey["grey_margin"])
     verdict = "colour decides" if grey["colour_decides"] else "not colour alone"
-    return (f"no region up to {query_region.area:.0%} of the query flips the {margin:.3f} margin: the cause is "
-            f"global (colour, style); with the images in grey the margin is {worst_grey:+.3f} ({verdict})")
+    return (f"no region up to {query_region.area:.0%} of the query flips the {_num(margin)} margin: the cause is "
+            f"global (colour, style); with the images in grey the margin is {_num(worst_grey, '+')} ({verdict})")
 
 
 def suggest_reason(query_region: Counterfactual, grey: dict[str, Any], boxes: np.ndarray | None = None) -> str | None:
