@@ -21,6 +21,7 @@ import importlib
 import json
 import os
 import sys
+import textwrap
 from typing import Any, Callable
 
 from . import __version__
@@ -84,8 +85,9 @@ def add_index_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", choices=("cosine", "ip", "l2"), default=None,
                    help="similarity metric (default: cosine; with --update: the index's)")
     p.add_argument("--factory", metavar="FAISS_FACTORY", default=None,
-                   help="faiss.index_factory string, e.g. Flat, HNSW32, IVF1024,PQ64 "
-                        "(default: Flat; with --update: the index's)")
+                   help="faiss.index_factory string, e.g. Flat, HNSW32, IVF1024,PQ64, or 'auto' (chosen by the "
+                        "number of vectors: Flat up to 20k, else IVF-HNSW with PQ fast-scan codes and exact "
+                        "re-scoring; see docs/benchmarks.md) (default: Flat; with --update: the index's)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N", help="images per forward pass")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="image decoding processes (default: one per CPU core, at most 4; 0 = decode in the main process)")
@@ -98,6 +100,25 @@ def add_index_build(p: argparse.ArgumentParser) -> None:
                         "(refused if the model, layer, metric or preprocessing differ)")
     p.add_argument("--json", action="store_true",
                    help="print the new index's meta.json (counts, model, FAISS, skipped files) instead of a summary")
+    eng = p.add_argument_group("embedding engine", textwrap.fill(
+        "local (default) embeds in this process with decoding workers: the fastest for galleries that one "
+        "machine embeds in minutes, since Ray's start (~10-20 s) and hand-offs cost more there than they save. "
+        "ray embeds on Ray Data (an actor pool, one model per actor) and pays off for galleries of 10^5 images "
+        "and more: it spreads over every node of a cluster (--ray-address) or its GPUs, and writes the "
+        "embeddings as shards beside the index as they complete, so a killed or failed job resumes where it "
+        "stopped. Both engines give the same index.", 78))
+    eng.add_argument("--engine", choices=("local", "ray"), default="local", help="where images are embedded")
+    eng.add_argument("--ray-address", metavar="ADDR", default=None,
+                     help="Ray cluster to run on (ray://HOST:10001, or auto for the cluster this machine is part of; "
+                          "default: start a local Ray with every core)")
+    eng.add_argument("--num-gpus-per-worker", type=float, default=0.0, metavar="G",
+                     help="GPUs per model actor (0: CPU actors, one per core)")
+    eng.add_argument("--actors", type=int, default=None, metavar="N",
+                     help="model actors (default: one per CPU core, or one per --num-gpus-per-worker GPUs)")
+    eng.add_argument("--shard-size", type=int, default=None, metavar="N",
+                     help="images per embedding shard (default: 1024)")
+    eng.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                     help="reuse the shards an earlier killed or failed Ray run completed (--no-resume: embed all)")
     _add_root(p)
 
 
@@ -106,7 +127,10 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
     result = build_index(args.source, args.name, model=args.model, layer=args.layer, metric=args.metric,
                          factory=args.factory, batch_size=args.batch_size, workers=args.workers, device=args.device,
-                         fit=args.fit, update=args.update, root=args.root, progress=_progress(args))
+                         fit=args.fit, update=args.update, root=args.root, progress=_progress(args),
+                         engine=args.engine, ray_address=args.ray_address,
+                         num_gpus_per_worker=args.num_gpus_per_worker, actors=args.actors, resume=args.resume,
+                         shard_size=args.shard_size)
     if getattr(args, "json", False):
         _print_json({"name": result.name, "path": str(result.path), **result.meta})
     else:

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -29,13 +29,22 @@ from ..models import Preprocessing, SimModel, load_model
 from .embed import DEFAULT_BATCH_SIZE, default_workers, embed_paths, prepare_model
 from .layout import (EMBEDDINGS_FILE, FORMAT_VERSION, INDEX_FILE, MANIFEST_FILE, META_FILE, check_name, clean_stale,
                      index_dir, index_root, publish, recover, temp_dir, write_json_atomic)
+from .shards import DEFAULT_SHARD_SIZE
 
+#: Embedding engines of a build: this process (a DataLoader), or Ray Data (a local Ray or a cluster).
+ENGINES = ("local", "ray")
 #: FAISS factory used when none is given: exact search, no training.
 DEFAULT_FACTORY = "Flat"
 #: Candidates per wanted neighbour re-scored exactly for quantised indexes (see docs/benchmarks.md).
 RERANK = 16
 #: k-means wants this many training vectors per IVF list (FAISS warns below it); nlist is clamped to match.
 MIN_POINTS_PER_LIST = 39
+#: ``--factory auto``: the FAISS type is chosen from the number of vectors (:mod:`simx.index.auto`).
+AUTO_FACTORY = "auto"
+#: Most vectors a trained index (IVF, PQ, SQ) is trained on; larger galleries train on a seeded sample.
+TRAIN_MAX = 200_000
+#: Vectors added to FAISS per call (bounded memory with memory-mapped inputs).
+ADD_CHUNK = 65_536
 
 
 @dataclass
@@ -61,11 +70,18 @@ class BuildResult:
         up = self.meta.get("update")
         if up:
             lines.append(f"update: {up['reused']} reused, {up['embedded']} embedded, {up['removed']} removed")
+        sh = (self.meta.get("build") or {}).get("shards")
+        if sh:
+            ray = self.meta["build"].get("ray") or {}
+            lines.append(f"ray: {sh['total']} shards of {sh['size']} files, {sh['embedded']} embedded now"
+                         + (f" by {ray['actors']} actors" if ray else "") + f", {sh['resumed']} kept from an earlier "
+                         f"run ({sh['folder']})")
         for note in self.meta["faiss"].get("notes", []):
             lines.append(f"note: {note}")
         if self.skipped:
             lines.append("skipped:")
-            lines += [f"  {s['path']}: {s['reason']}" for s in self.skipped]
+            lines += [f"  {'[shard %d] ' % s['shard'] if 'shard' in s else ''}{s['path']}: {s['reason']}"
+                      for s in self.skipped]
         return "\n".join(lines)
 
 
@@ -91,9 +107,12 @@ def _faiss_error(exc: Exception) -> str:
 
 
 def check_factory(factory: str, dim: int, metric: str) -> None:
-    """Fail fast (before embedding anything) when FAISS cannot parse ``factory`` for ``dim``-d vectors."""
+    """Fail fast (before embedding anything) when FAISS cannot parse ``factory`` for ``dim``-d vectors.
+    ``auto`` is resolved once the number of vectors is known (:func:`simx.index.auto.auto_factory`)."""
     import faiss
 
+    if factory == AUTO_FACTORY:
+        return
     try:
         faiss.index_factory(int(dim), factory, faiss_metric(metric))
     except Exception as exc:  # noqa: BLE001 - faiss raises RuntimeError with a C++ trace
@@ -133,8 +152,11 @@ def default_search_params(factory: str) -> str:
     params = []
     m = re.search(r"IVF(\d+)", factory)
     if m:
-        params.append(f"nprobe={min(int(m.group(1)), max(1, min(64, int(m.group(1)) // 8)))}")
-    if "HNSW" in factory:
+        nprobe = min(int(m.group(1)), max(1, min(64, int(m.group(1)) // 8)))
+        params.append(f"nprobe={nprobe}")
+        if re.search(r"IVF\d+_HNSW", factory):  # an HNSW coarse quantiser must find the nprobe nearest lists
+            params.append(f"quantizer_efSearch={max(64, 2 * nprobe)}")
+    elif "HNSW" in factory:
         params.append("efSearch=128")
     return ",".join(params)
 
@@ -166,32 +188,60 @@ def _tune_training(index, n: int) -> None:
             cp.min_points_per_centroid = max(1, n // max(1, centroids))
 
 
+def training_sample(vectors: np.ndarray) -> np.ndarray:
+    """The vectors a trained index learns from: all of them up to :data:`TRAIN_MAX`, else a seeded sample of
+    that many rows (sorted, so a memory-mapped input is read in order). FAISS's own k-means keeps at most 256
+    points per centroid, so for up to ~800 lists the sample loses nothing."""
+    n = vectors.shape[0]
+    if n <= TRAIN_MAX:
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    rows = np.sort(np.random.default_rng(0).choice(n, TRAIN_MAX, replace=False))
+    return np.ascontiguousarray(vectors[rows], dtype=np.float32)
+
+
 def make_faiss_index(vectors: np.ndarray, factory: str, metric: str):
-    """Build, train (when the index type needs it) and fill a FAISS index. Returns ``(index, meta["faiss"])``."""
+    """Build, train (when the index type needs it) and fill a FAISS index. Returns ``(index, meta["faiss"])``.
+
+    ``vectors`` may be a memory map (the Ray engine's assembled shards): training reads :func:`training_sample`,
+    adding reads :data:`ADD_CHUNK` rows at a time. ``factory`` ``auto`` picks the type by size."""
     import faiss
 
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
-    used, notes = fit_factory(factory, n)
+    notes: list[str] = []
+    if factory == AUTO_FACTORY:
+        from .auto import auto_factory
+
+        chosen, why = auto_factory(n, dim)
+        notes.append(f"factory auto: {chosen} ({why})")
+    else:
+        chosen = factory
+    used, fit_notes = fit_factory(chosen, n)
+    notes += fit_notes
     try:
         index = faiss.index_factory(int(dim), used, faiss_metric(metric))
     except Exception as exc:  # noqa: BLE001
         raise SimxIndexError(f"FAISS cannot build factory {used!r} for {dim}-d vectors: {_faiss_error(exc)}") from None
-    _tune_training(index, n)
+    _tune_training(index, min(n, TRAIN_MAX))
     t0 = time.perf_counter()
     if not index.is_trained:
+        sample = training_sample(vectors)
         try:
-            index.train(vectors)
+            index.train(sample)
         except Exception as exc:  # noqa: BLE001
-            raise SimxIndexError(f"FAISS could not train {used!r} on {n} vectors: {_faiss_error(exc)}") from None
+            raise SimxIndexError(f"FAISS could not train {used!r} on {len(sample)} vectors: {_faiss_error(exc)}") from None
+        if len(sample) < n:
+            notes.append(f"trained on a seeded sample of {len(sample)} of the {n} vectors")
+        del sample
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    index.add(vectors)
+    for start in range(0, n, ADD_CHUNK):  # chunks: a memory-mapped input is never loaded whole
+        index.add(np.ascontiguousarray(vectors[start : start + ADD_CHUNK], dtype=np.float32))
     add_s = time.perf_counter() - t0
     params = default_search_params(used)
     # Quantised codes give approximate scores: fetch RERANK x k candidates and re-score them exactly from the
     # stored embeddings (simx.index.search.exact_rescore); graph and IVF-Flat indexes already score exactly.
-    rerank = RERANK if re.search(r"PQ|SQ|LSH|RQ|LSQ", used) else 1
+    # Projections (PCA, OPQ, random rotations) score in the reduced space: re-score them too.
+    rerank = RERANK if re.search(r"PQ|SQ|LSH|RQ|LSQ|PCA|OPQ|ITQ|RR\d", used) else 1
     if params:
         faiss.ParameterSpace().set_index_parameters(index, params)
     info = {
@@ -275,6 +325,13 @@ def build_index(
     update: bool = False,
     root: str | os.PathLike | None = None,
     progress: bool | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    num_gpus_per_worker: float = 0.0,
+    actors: int | None = None,
+    resume: bool = True,
+    shard_size: int | None = None,
+    on_shard: Callable[[Any], Any] | None = None,
 ) -> BuildResult:
     """Embed the gallery ``source`` (folder or manifest) and publish the index ``ROOT/name``.
 
@@ -284,7 +341,15 @@ def build_index(
     a ``faiss.index_factory`` string (``Flat`` by default). ``workers`` decoding processes (default: one per
     core, at most 4; 0 decodes in this process). ``progress``: a tqdm bar on stderr (None: only on a terminal).
     Bad files are skipped and listed in ``meta.json``; a killed build leaves any previous index untouched.
+
+    ``engine="ray"`` embeds on Ray Data instead (:mod:`simx.index.ray_engine`): a local Ray, or the cluster at
+    ``ray_address``; ``actors`` model actors (default: one per CPU, or one per ``num_gpus_per_worker`` GPUs).
+    Its vectors are written as shards of ``shard_size`` files beside the index (:mod:`simx.index.shards`) as
+    they complete; with ``resume`` (the default) a re-run embeds only the shards a killed or failed job did not
+    finish. ``on_shard(shard)`` is called after each shard is written. The index is the local engine's.
     """
+    if engine not in ENGINES:
+        raise SimxError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     t_start = time.perf_counter()
     check_name(name)
     index_root(root).mkdir(parents=True, exist_ok=True)
@@ -300,7 +365,13 @@ def build_index(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        meta, skipped = _embed_and_write(tmp, plan, batch_size, workers, progress, t_start)
+        if engine == "ray":
+            ray_opts = {"address": ray_address, "num_gpus_per_worker": num_gpus_per_worker, "actors": actors,
+                        "resume": resume, "shard_size": shard_size or DEFAULT_SHARD_SIZE, "on_shard": on_shard,
+                        "root": root}
+            meta, skipped = _embed_and_write_ray(tmp, plan, batch_size, progress, t_start, ray_opts)
+        else:
+            meta, skipped = _embed_and_write(tmp, plan, batch_size, workers, progress, t_start)
         publish(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -383,15 +454,85 @@ def _embed_and_write(tmp: Path, plan: _Plan, batch_size: int, workers: int | Non
             rows.append(new_vecs[j])
         else:
             skipped.append({"id": it.id, "path": it.path, "reason": str(reasons[j])})
+    _check_any_kept(plan, keep, skipped)
+    vectors = np.stack(rows).astype(np.float32, copy=False)
+    np.save(tmp / EMBEDDINGS_FILE, vectors)
+    build = {"engine": "local", "batch_size": int(batch_size), "workers": n_workers, "device": str(sim.device)}
+    n_new = sum(1 for r in reasons if r is None)
+    return _index_and_meta(tmp, plan, vectors, keep, skipped, n_new, build, embed_s, t_start), skipped
+
+
+def _check_any_kept(plan: _Plan, keep: list[int], skipped: list[dict[str, Any]]) -> None:
     if not keep:
         first = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
         raise GalleryError(f"no image of {plan.source} could be embedded ({len(skipped)} skipped; first: {first})")
-    vectors = np.stack(rows).astype(np.float32, copy=False)
 
+
+def _embed_and_write_ray(tmp: Path, plan: _Plan, batch_size: int, progress: bool | None, t_start: float,
+                         opts: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The Ray engine: embed the missing shards on Ray, then assemble every shard memory-mapped into the index's
+    ``embeddings.npy`` (a memory map too) and build FAISS from it."""
+    from . import ray_engine
+    from .embed import model_kwargs
+    from .shards import ShardStore, copy_into, plan_shards, reasons_by_position, shard_dir
+
+    items, todo, sim = plan.items, plan.todo, plan.model
+    store = ShardStore(shard_dir(plan.name, opts["root"]))
+    if not opts["resume"]:
+        store.reset()
+    record = dataclasses.asdict(sim.info())
+    shards = plan_shards(todo, [items[p].id for p in todo], [items[p].path for p in todo],
+                         [plan.fingerprints[p] for p in todo], record, opts["shard_size"])
+    missing = [s for s in shards if not store.is_complete(s)]
+    t_embed = time.perf_counter()
+    rplan = None
+    if missing:
+        started = ray_engine.connect(opts["address"])
+        try:
+            rplan = ray_engine.plan_resources(batch_size, opts["num_gpus_per_worker"], opts["address"], opts["actors"])
+            with _progress_bar(sum(len(s) for s in missing), progress, f"embedding {plan.name} on Ray") as bar:
+                ray_engine.embed_shards(missing, store, sim.spec, model_kwargs(sim), sim.dim, rplan,
+                                        on_shard=opts["on_shard"], on_images=bar.update)
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+    embed_s = time.perf_counter() - t_embed
+
+    status = reasons_by_position(store, shards)
+    keep = [pos for pos in range(len(items)) if pos in plan.reuse or status[pos][1] is None]
+    skipped = [{"id": items[pos].id, "path": items[pos].path, "reason": str(reason), "shard": number}
+               for pos, (number, reason) in sorted(status.items()) if reason is not None]
+    _check_any_kept(plan, keep, skipped)
+    dest = {pos: row for row, pos in enumerate(keep)}
+    out = np.lib.format.open_memmap(tmp / EMBEDDINGS_FILE, mode="w+", dtype=np.float32, shape=(len(keep), sim.dim))
+    for pos, old_row in plan.reuse.items():
+        out[dest[pos]] = plan.previous.embeddings[old_row]
+    copy_into(out, dest, store, shards)
+    out.flush()
+    del out
+    vectors = np.load(tmp / EMBEDDINGS_FILE, mmap_mode="r")
+    build = {"engine": "ray", "batch_size": int(batch_size), "device": "cuda" if opts["num_gpus_per_worker"] else "cpu",
+             "ray": None if rplan is None else rplan.to_dict(),
+             "shards": {"folder": str(store.folder), "size": int(opts["shard_size"]), "total": len(shards),
+                        "embedded": len(missing), "resumed": len(shards) - len(missing)}}
+    n_new = sum(1 for s in missing for pos in s.positions if status[pos][1] is None)
+    meta = _index_and_meta(tmp, plan, vectors, keep, skipped, n_new, build, embed_s, t_start)
+    del vectors
+    store.prune(shards)
+    return meta, skipped
+
+
+def _index_and_meta(tmp: Path, plan: _Plan, vectors: np.ndarray, keep: list[int], skipped: list[dict[str, Any]],
+                    n_new: int, build: dict[str, Any], embed_s: float, t_start: float) -> dict[str, Any]:
+    """Build FAISS over ``vectors`` (already saved as ``tmp/embeddings.npy``), write the rest of ``tmp`` and
+    return its ``meta.json`` content."""
+    items, todo, sim = plan.items, plan.todo, plan.model
     t_faiss = time.perf_counter()
     index, faiss_info = make_faiss_index(vectors, plan.factory, sim.metric)
     faiss_s = time.perf_counter() - t_faiss
-    _write_folder(tmp, index, vectors, [items[p] for p in keep], [plan.fingerprints[p] for p in keep])
+    _write_folder(tmp, index, [items[p] for p in keep], [plan.fingerprints[p] for p in keep])
 
     prev = plan.previous
     meta: dict[str, Any] = {
@@ -404,11 +545,11 @@ def _embed_and_write(tmp: Path, plan: _Plan, batch_size: int, workers: int | Non
         "skipped": skipped,
         "update": None if prev is None else {
             "reused": len(plan.reuse),
-            "embedded": sum(1 for r in reasons if r is None),
+            "embedded": n_new,
             "removed": len(set(prev.ids) - {it.id for it in items}),
             "previous_built_at": prev.meta.get("built_at"),
         },
-        "build": {"batch_size": int(batch_size), "workers": n_workers, "device": str(sim.device)},
+        "build": build,
         "versions": software_versions(),
         "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "timing": {"embed_s": round(embed_s, 3), "faiss_s": round(faiss_s, 3),
@@ -416,17 +557,16 @@ def _embed_and_write(tmp: Path, plan: _Plan, batch_size: int, workers: int | Non
         "elapsed_s": round(time.perf_counter() - t_start, 3),
     }
     write_json_atomic(tmp / META_FILE, meta)  # last: a folder with meta.json has all its files
-    return meta, skipped
+    return meta
 
 
-def _write_folder(folder: Path, index, vectors: np.ndarray, items: list[Item], fingerprints: list[str | None]) -> None:
-    """Write the FAISS index, the embeddings and the manifest (row i = FAISS id i everywhere)."""
+def _write_folder(folder: Path, index, items: list[Item], fingerprints: list[str | None]) -> None:
+    """Write the FAISS index and the manifest beside the saved embeddings (row i = FAISS id i everywhere)."""
     import faiss
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     faiss.write_index(index, str(folder / INDEX_FILE))
-    np.save(folder / EMBEDDINGS_FILE, vectors)
     records = items_to_records(items)
     for rec, fp in zip(records, fingerprints):
         rec["fingerprint"] = fp

@@ -1,0 +1,59 @@
+"""``--factory auto`` (issue 16) and exact re-scored scores on every benchmarked compressed index type."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simx.index import build_index, open_index
+from simx.index.auto import FLAT_MAX, auto_factory, ivf_lists
+from simx.index.build import make_faiss_index
+from simx.index.search import Index
+
+from .conftest import TINY
+
+
+def test_auto_picks_by_size():
+    assert auto_factory(500, 1280)[0] == "Flat"
+    assert auto_factory(FLAT_MAX, 1280)[0] == "Flat"
+    assert auto_factory(100_000, 1280)[0] == f"IVF{ivf_lists(100_000)}_HNSW32,PQ320x4fs"
+    assert auto_factory(1_000_000, 1280)[0] == "IVF4096_HNSW32,PQ320x4fs"
+    assert auto_factory(1_000_000, 1282)[0] == "IVF4096_HNSW32,SQ8"  # 4-d sub-quantisers cannot split 1282
+    assert [ivf_lists(n) for n in (30_000, 100_000, 1_000_000, 10**8)] == [512, 1024, 4096, 32768]
+
+
+def test_auto_factory_in_a_build(gallery, root):
+    res = build_index(gallery, "auto", model=TINY, factory="auto", root=root, workers=0, progress=False)
+    assert res.meta["faiss"]["factory"] == "auto" and res.meta["faiss"]["factory_used"] == "Flat"
+    assert any(n.startswith("factory auto: Flat") for n in res.meta["faiss"]["notes"])
+
+
+def _clustered(n: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(40, d))
+    x = centres[rng.integers(0, 40, n)] + 0.6 * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("factory,n,min_recall", [
+    ("IVF64_HNSW32,PQ16x4fs", 3000, 0.8), ("IVF64_HNSW32,PQ16x4fs,RFlat", 3000, 0.8), ("IVF64,SQ8", 3000, 0.8),
+    # OPQ trains an 8-bit PQ 50 times: kept small, so its 15 lists are probed with nprobe 1
+    ("OPQ8_32,IVF16,PQ8x4fs", 600, 0.3),
+    ("PCAR32,IVF64,SQ8", 3000, 0.8), ("HNSW32_SQ8", 3000, 0.8), ("auto", 3000, 0.8),
+])
+def test_compressed_types_return_exact_rescored_scores(factory, n, min_recall):
+    xb, xq = _clustered(n, 64, 0), _clustered(20, 64, 1)
+    index, info = make_faiss_index(xb, factory, "cosine")
+    assert info["rerank"] > 1 or info["factory_used"] == "Flat"
+    meta = {"model": {"metric": "cosine", "dim": 64}, "faiss": info}
+    idx = Index.__new__(Index)
+    idx.meta, idx.embeddings, idx.faiss_index = meta, xb, index
+    idx.items = [None] * len(xb)
+    pos, scores = idx.search_positions(xq, 10)
+    assert (pos >= 0).all()
+    exact = np.einsum("qkd,qd->qk", xb[pos], xq)
+    np.testing.assert_allclose(scores, exact, atol=1e-5)  # every reported score is the exact cosine
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+    truth = np.argsort(-(xq @ xb.T), axis=1)[:, :10]
+    recall = np.mean([len(set(p) & set(t)) / 10 for p, t in zip(pos, truth)])
+    assert recall >= min_recall, recall
