@@ -14,11 +14,14 @@ from pathlib import Path
 import streamlit as st
 
 from app_pages import _common as ui
+from app_pages import _identity
 
 HERE = Path(__file__).resolve().parent
 PAGES_DIR = HERE / "app_pages"
 
-st.set_page_config(page_title="simx: visual-search debugger", page_icon=":material/image_search:", layout="wide")
+# the icon is a local file: an icon name (":material/...:") would make every browser fetch it from fonts.gstatic.com
+st.set_page_config(page_title="simx: visual-search debugger", page_icon=str(PAGES_DIR / "assets" / "simx.png"),
+                   layout="wide")
 
 PAGES = [
     st.Page(str(PAGES_DIR / "explore.py"), title="Explore", icon=":material/search:", default=True),
@@ -30,6 +33,7 @@ PAGES = [
     st.Page(str(PAGES_DIR / "compare.py"), title="Compare", icon=":material/compare:", url_path="compare"),
 ]
 
+_identity.sidebar_identity()  # the labeller's name, on every page (kept in the browser across reloads and tabs)
 nav = st.navigation(PAGES, position="hidden" if ui.presentation() else "sidebar")
 if ui.presentation():
     ui.hide_sidebar_css()

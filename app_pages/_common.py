@@ -169,8 +169,10 @@ def label_store(index_name: str):
     return _label_store(default_url(index_name, index_root()))
 
 
-def current_user() -> str:
-    return st.session_state.get("user") or os.environ.get("SIMX_USER") or "anonymous"
+def current_user() -> str | None:
+    """The labeller's name (the sidebar's field, kept by ``app_pages/_identity.py``), else ``$SIMX_USER``, else
+    None: labelling then asks for a name rather than saving under "anonymous"."""
+    return (st.session_state.get("user") or "").strip() or os.environ.get("SIMX_USER") or None
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -476,3 +478,15 @@ def guarded(fn: Callable[[], Any], what: str = "") -> Any:
     except Exception as exc:  # noqa: BLE001
         show_error(exc, what)
     return None
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def plain(text: Any) -> str:
+    """User text (a note, a user name, a file name, a gallery label or id) made safe to put in a Markdown string.
+
+    Every ASCII punctuation character is backslash-escaped (CommonMark allows that for all of them) and line
+    breaks become spaces, so the text shows as typed: no image is fetched, no link, emphasis, heading, HTML,
+    colour directive or icon is made. Where no Markdown is needed, draw user text with ``st.text`` instead."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", str(text)).replace("\r", " ").replace("\n", " ")

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages import _common as ui
+from app_pages import _identity
 from app_pages._contrast import contrast_section
 from simx import report
 from simx.errors import SimxError
@@ -21,9 +22,6 @@ name, index = ui.current_index()  # opened by app.py
 store = ui.label_store(name)
 
 with st.sidebar:
-    if "user" not in st.session_state:
-        st.session_state["user"] = ui.current_user()
-    st.text_input("Your name (for labels)", key="user")
     k = st.slider("Neighbours (k)", 1, 30, ui.qp_int("k", 10, 1, 30), key="k_pick",
                   on_change=lambda: ui.set_qp(k=st.session_state["k_pick"]))
     st.button("Presentation mode", icon=":material/slideshow:", help="Hide every control; share the link",
@@ -114,19 +112,22 @@ def query_picker() -> None:
                         st.image(t, width="stretch")
                     else:
                         st.caption("(unreadable)")
-                    st.button(it.label or it.id, key=f"pick_{it.id}", on_click=pick_query, args=(it.id,),
+                    st.button(ui.plain(it.label or it.id), key=f"pick_{it.id}", on_click=pick_query, args=(it.id,),
                               help=it.id, width="stretch")
     with upload_tab:
-        up = st.file_uploader("Query image (kept in memory, never added to the gallery)",
-                              type=["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"], key="upload")
+        from simx.data import MAX_UPLOAD_DECODED_BYTES, load_upload
+
+        # any file type is taken and checked here, so that a refusal (SVG, too large) is a message in the page
+        up = st.file_uploader("Query image (kept in memory, never added to the gallery)", key="upload")
+        st.caption(f"PNG, JPEG, WebP, BMP, GIF or TIFF, up to {MAX_UPLOAD_DECODED_BYTES // 2**20} MB once decoded "
+                   "(about 30 megapixels of colour).")
         if up is not None:
             data = up.getvalue()
-            from simx.data import load_image
-
             try:
-                load_image(data)
+                load_upload(data)
             except SimxError as exc:
-                st.error(f"Cannot use '{up.name}' as a query: {exc.reason if hasattr(exc, 'reason') else exc}",
+                st.error(f"Cannot use '{ui.plain(up.name)}' as a query: "
+                         f"{ui.plain(exc.reason if hasattr(exc, 'reason') else exc)}",
                          icon=":material/error:")
             else:
                 key = ui.upload_key(data)
@@ -362,12 +363,18 @@ def joint_panel(query: str, neighbour: str, alpha: float) -> None:
 
 
 def save_label(query: str, neighbour: str, verdict: str, rank: int | None, score: float | None) -> None:
+    from simx.labels import REASONS
+
     reason = st.session_state.get("label_reason") if verdict == "bad" else None
     note = st.session_state.get("label_note", "")
+    user = ui.current_user()
+    if not user:
+        st.session_state["label_saved"] = "Could not save the label: enter your name first"
+        return
     try:
-        store.put(name, query, neighbour, verdict, reason=reason, note=note, user=ui.current_user(),
+        store.put(name, query, neighbour, verdict, reason=reason, note=note, user=user,
                   model=index.meta["model"]["spec"], rank=rank, score=score)
-        st.session_state["label_saved"] = f"Saved: {verdict} match" + (f" ({reason})" if reason else "")
+        st.session_state["label_saved"] = f"Saved: {verdict} match" + (f" ({REASONS[reason]})" if reason else "")
     except SimxError as exc:
         st.session_state["label_saved"] = f"Could not save the label: {exc}"
 
@@ -376,20 +383,21 @@ def label_panel(query: str, neighbour: str, rank: int | None, score: float | Non
                 suggested: str | None = None) -> dict | None:
     from simx.labels import REASONS
 
-    mine = store.find(name, query, neighbour, user=ui.current_user())
-    current = mine[0] if mine else None
     if query.startswith(ui.UPLOAD_PREFIX):
         st.caption("Uploaded queries are not in the gallery, so their pairs cannot be labelled.")
         return None
     with st.container(border=True):
+        user = _identity.ask_name("explore")
+        mine = store.find(name, query, neighbour, user=user) if user else []
+        current = mine[0] if mine else None
         st.markdown("**Label this pair**" + (f"  \ncurrent: {ui.verdict_badge(current.verdict)} "
-                                             f"{REASONS.get(current.reason or '', '')} {current.note}"
+                                             f"{REASONS.get(current.reason or '', '')} {ui.plain(current.note)}"
                                              if current else ""))
         c1, c2, c3, c4 = st.columns([1.4, 1.4, 2, 3], vertical_alignment="bottom")
         c1.button("Good match", icon=":material/thumb_up:", key="label_good", on_click=save_label,
-                  args=(query, neighbour, "good", rank, score), type="primary")
+                  args=(query, neighbour, "good", rank, score), type="primary", disabled=not user)
         c2.button("Bad match", icon=":material/thumb_down:", key="label_bad", on_click=save_label,
-                  args=(query, neighbour, "bad", rank, score))
+                  args=(query, neighbour, "bad", rank, score), disabled=not user)
         c3.selectbox("Reason (bad)", list(REASONS), format_func=REASONS.get, key="label_reason",
                      index=list(REASONS).index(current.reason) if current and current.reason
                      else list(REASONS).index(suggested) if suggested in REASONS else 0)
@@ -397,8 +405,9 @@ def label_panel(query: str, neighbour: str, rank: int | None, score: float | Non
         msg = st.session_state.pop("label_saved", None)
         if msg:
             (st.error if msg.startswith("Could not") else st.success)(msg)
-    return None if current is None else {"verdict": current.verdict, "reason": current.reason, "note": current.note,
-                                         "user": current.user}
+    # the figures and the report show the reason as text ("wrong category", not wrong_category)
+    return None if current is None else {"verdict": current.verdict, "reason": REASONS.get(current.reason or "") or None,
+                                         "note": current.note, "user": current.user}
 
 
 def downloads(query: str, neighbour: str, views: list[dict], sane: dict | None, label: dict | None,
@@ -476,7 +485,7 @@ if is_upload and ui.uploaded_bytes(query) is None:
              "again.", icon=":material/error:")
     st.stop()
 if not is_upload and not ui.has_item(index, query):
-    st.error(f"No image with id '{query}' in index '{name}'.", icon=":material/error:")
+    st.error(f"No image with id '{ui.plain(query)}' in index '{name}'.", icon=":material/error:")
     st.stop()
 
 q_item = None if is_upload else index.item(query)
@@ -500,9 +509,9 @@ with qc:
     except SimxError as exc:
         ui.show_error(exc)
     if q_item is not None:
-        st.caption(f"`{q_item.id}`  \nlabels: **{ui.labels_text(q_item)}**"
-                   + (f"  \n{q_item.metadata.get('description')}" if q_item.metadata.get("description") else "")
-                   + (f"  \nattributes: {', '.join(q_item.attributes)}" if q_item.attributes else ""))
+        st.caption(f"{ui.plain(q_item.id)}  \nlabels: **{ui.labels_text(q_item)}**"
+                   + (f"  \n{ui.plain(q_item.metadata['description'])}" if q_item.metadata.get("description") else "")
+                   + (f"  \nattributes: {ui.plain(', '.join(q_item.attributes))}" if q_item.attributes else ""))
     else:
         st.caption("uploaded image (in memory)")
 with nc:
@@ -532,7 +541,7 @@ if neighbour is None:
         st.info("Open a neighbour to see why it matches.")
     st.stop()
 if not ui.has_item(index, neighbour):
-    st.error(f"No image with id '{neighbour}' in index '{name}'.", icon=":material/error:")
+    st.error(f"No image with id '{ui.plain(neighbour)}' in index '{name}'.", icon=":material/error:")
     st.stop()
 hit = next((h for h in hits if h["id"] == neighbour), None)
 pair_view(query, neighbour, hit)

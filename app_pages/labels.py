@@ -79,8 +79,12 @@ def save(label_id: int) -> None:
 
 
 def remove(label_id: int) -> None:
-    store.delete(label_id)
-    st.session_state["lab_msg"] = f"Label {label_id} deleted."
+    st.session_state.pop("lab_confirm_delete", None)
+    try:
+        store.delete(label_id)
+        st.session_state["lab_msg"] = f"Label {label_id} deleted."
+    except SimxError as exc:
+        st.session_state["lab_msg"] = f"Could not delete label {label_id}: {exc}"
 
 
 msg = st.session_state.pop("lab_msg", None)
@@ -95,10 +99,11 @@ for lab in labels[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]:
             t = ui.thumb(path) if path else None
             if t is not None:
                 col.image(t, width="stretch")
-            col.caption(f"{role}: `{item_id}`")
+            col.caption(role)
+            col.text(item_id)
         with cols[2]:
-            st.markdown(f"{ui.verdict_badge(lab.verdict)} by **{lab.user}** · rank {lab.rank or '-'} · score "
-                        f"{'-' if lab.score is None else f'{lab.score:.3f}'} · updated "
+            st.markdown(f"{ui.verdict_badge(lab.verdict)} by **{ui.plain(lab.user)}** · rank {lab.rank or '-'} · "
+                        f"score {'-' if lab.score is None else f'{lab.score:.3f}'} · updated "
                         f"{lab.updated:%Y-%m-%d %H:%M} UTC")
             a, b, n = st.columns([1, 2, 3])
             a.selectbox("verdict", list(VERDICTS), index=list(VERDICTS).index(lab.verdict), key=f"lv_{lab.id}")
@@ -108,6 +113,14 @@ for lab in labels[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]:
             n.text_input("note", value=lab.note, key=f"ln_{lab.id}")
         with cols[3]:
             st.button("Save", key=f"ls_{lab.id}", on_click=save, args=(lab.id,), width="stretch")
-            st.button("Delete", key=f"ld_{lab.id}", on_click=remove, args=(lab.id,), width="stretch")
+            if st.session_state.get("lab_confirm_delete") == lab.id:
+                st.caption("Delete this label? Its history is kept.")
+                st.button("Yes, delete", key=f"ldy_{lab.id}", on_click=remove, args=(lab.id,), type="primary",
+                          width="stretch")
+                st.button("Cancel", key=f"ldn_{lab.id}", on_click=st.session_state.pop,
+                          args=("lab_confirm_delete", None), width="stretch")
+            else:
+                st.button("Delete", key=f"ld_{lab.id}", on_click=st.session_state.__setitem__,
+                          args=("lab_confirm_delete", lab.id), width="stretch", help="Asks for confirmation")
             st.page_link("app_pages/explore.py", label="Open", icon=":material/open_in_new:",
                          query_params=ui.carry_params(query=lab.query_id, neighbour=lab.neighbour_id, mode=None))

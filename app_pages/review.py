@@ -1,58 +1,88 @@
-"""Review queue: the top-k pairs of the worst queries, one at a time, labelled good / bad / skipped at speed."""
+"""Review queue: the top-k pairs of the worst queries, one at a time, labelled good / bad / skipped at speed.
+
+Keys (``review_keys.js``): each press carries the pair that was on screen when it was sent, and presses made while
+the page redraws wait their turn, so no verdict lands on the wrong pair (the rules are in :mod:`simx.review`).
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import streamlit as st
 
 from app_pages import _common as ui
+from app_pages import _identity
 from app_pages._contrast import contrast_section
 from simx import report
+from simx import review as rv
 from simx.errors import SimxError
 from simx.labels import REASONS
+
+KEYS_JS = (Path(__file__).with_name("review_keys.js")).read_text()
+_review_keys = st.components.v2.component("simx_review_keys", js=KEYS_JS)
+KEY_MAP = rv.key_map(list(REASONS))
 
 st.title("Review queue")
 name, index = ui.current_index()  # opened by app.py
 store = ui.label_store(name)
 
 with st.sidebar:
-    if "user" not in st.session_state:
-        st.session_state["user"] = ui.current_user()
-    st.text_input("Your name (for labels)", key="user")
     k = st.slider("Pairs per query (k)", 1, 30, ui.qp_int("k", 10, 1, 30), key="k_pick",
                   on_change=lambda: ui.set_qp(k=st.session_state["k_pick"]))
 
+state: rv.ReviewState = st.session_state.setdefault(f"review_state_{name}", rv.ReviewState())
 
-def review_pairs() -> list[tuple[str, str, int]]:
-    """(query, neighbour, rank) of the top-k neighbours of every labelled query, worst queries first (the order
-    of simx.index.evaluation.review_pairs: relevance = sharing a label)."""
-    from simx.index.evaluation import review_pairs as queue_order
 
+def review_pairs() -> list[rv.Pair]:
+    """The top-k neighbours of every labelled query, worst queries first (relevance = sharing a label)."""
     try:
         _, _, per_query = ui.get_evaluation(name, k)
     except SimxError:
         return []
-    return queue_order(per_query, k)
+    return rv.queue_pairs(per_query, k)
 
 
-def review_act(action: str, pair: tuple[str, str, int]) -> None:
-    q, n, r = pair
-    hist = st.session_state.setdefault("review_history", [])
-    if action == "back":
-        if hist:
-            st.session_state["review_override"] = hist.pop()
+def pair_score(pair: rv.Pair) -> float | None:
+    """The pair's retrieval score (the index's search, cached per query)."""
+    try:
+        hits = ui.get_neighbours(name, pair.query, max(k, pair.rank))
+    except SimxError:
+        return None
+    return next((float(h["score"]) for h in hits if h["id"] == pair.neighbour), None)
+
+
+def save(pair: rv.Pair, verdict: str, reason: str | None) -> None:
+    user = ui.current_user()
+    if not user:
+        raise rv.ReviewError("enter your name first: labels are saved under it")
+    store.put(name, pair.query, pair.neighbour, verdict, reason=reason, user=user,
+              model=index.meta["model"]["spec"], rank=pair.rank, score=pair_score(pair))
+
+
+def report_outcome(fn) -> None:
+    """Run one queue action; what happened (or why not) is shown above the pair."""
+    try:
+        done = fn()
+    except SimxError as exc:
+        st.session_state["review_msg"] = ("error", f"Not saved: {exc}")
         return
-    if action in ("good", "bad"):
-        reason = st.session_state.get("review_reason") if action == "bad" else None
-        try:
-            store.put(name, q, n, action, reason=reason, user=ui.current_user(), model=index.meta["model"]["spec"],
-                      rank=r)
-        except SimxError as exc:
-            st.session_state["review_msg"] = f"Could not save: {exc}"
-            return
-    else:
-        st.session_state.setdefault("review_skipped", set()).add((q, n))
-    hist.append(pair)
-    st.session_state.pop("review_override", None)
+    if done:
+        st.session_state["review_msg"] = ("info", done)
+
+
+def on_press() -> None:
+    """A key press from the browser (``review_keys.js``): applied to the pair it names."""
+    value = st.session_state.get("review_keys")
+    raw = value.get("press") if hasattr(value, "get") else None
+    if raw is None:
+        return
+    report_outcome(lambda: rv.apply_press(state, rv.parse_press(raw), review_pairs(), KEY_MAP,
+                                          st.session_state.get("review_reason"), save))
+
+
+def on_button(action: str, pair: rv.Pair) -> None:
+    reason = st.session_state.get("review_reason")
+    report_outcome(lambda: rv.apply_action(state, action, pair, reason, save))
 
 
 pairs = review_pairs()
@@ -60,20 +90,26 @@ if not pairs:
     st.info("The review queue walks the top-k pairs of the worst queries; it needs labelled items (a folder "
             "gallery's sub-folders or a manifest 'label' column).")
     st.stop()
-done = store.labelled_pairs(name, user=ui.current_user())
-skipped = st.session_state.get("review_skipped", set())
-remaining = [p for p in pairs if (p[0], p[1]) not in done and (p[0], p[1]) not in skipped]
-current = st.session_state.get("review_override") or (remaining[0] if remaining else None)
-st.progress(1 - len(remaining) / len(pairs),
-            text=f"{len(pairs) - len(remaining)} of {len(pairs)} pairs labelled or skipped "
-                 f"(worst queries first, {ui.current_user()})")
-msg = st.session_state.pop("review_msg", None)
+user = _identity.ask_name("review")
+done = store.labelled_pairs(name, user=user) if user else set()
+current, remaining = rv.current_pair(state, pairs, done)
+st.progress(1 - remaining / len(pairs),
+            text=f"{len(pairs) - remaining} of {len(pairs)} pairs labelled or skipped (worst queries first)")
+if user:
+    st.caption("Labelling as")
+    st.text(user)
+kind, msg = st.session_state.pop("review_msg", (None, None))
 if msg:
-    st.error(msg)
+    (st.error if kind == "error" else st.caption)(msg)
+_review_keys(key="review_keys", data={"pair": current.token() if current else None, "ack": state.ack,
+                                      "keys": {key: action for key, (action, _) in KEY_MAP.items()},
+                                      "enabled": bool(user)},
+             on_press_change=on_press, height="content")
 if current is None:
     st.success("Every pair of the queue is labelled.")
     st.stop()
-q, n, r = current
+q, n, r = current.query, current.neighbour, current.rank
+score = pair_score(current)
 method = (ui.qp_list("methods") or ui.default_methods(list(ui.methods())))[0]
 try:
     with st.spinner(f"Running {method}..."):
@@ -83,28 +119,27 @@ except Exception as exc:  # noqa: BLE001
     view = None
 qi, ni = index.item(q), index.item(n)
 c1, c2, c3 = st.columns([2, 2, 1.4])
-if view is not None:
-    c1.image(report.overlay(view["query_image"], view["query_map"], 0.5), width="stretch",
-             caption=f"query {q} ({' | '.join(qi.labels) or '-'})")
-    c2.image(report.overlay(view["neighbour_image"], view["neighbour_map"], 0.5), width="stretch",
-             caption=f"#{r} {n} ({' | '.join(ni.labels) or '-'})")
+for col, image, what, item in ((c1, "query", "query", qi), (c2, "neighbour", f"rank {r}", ni)):
+    with col:
+        if view is not None:
+            st.image(report.overlay(view[f"{image}_image"], view[f"{image}_map"], 0.5), width="stretch")
+        st.caption(what)
+        st.text(f"{item.id}\nlabels: {' | '.join(item.labels) or '-'}")
 with c3:
-    if view is not None:
-        st.metric("similarity", f"{view['similarity']:.4f}")
+    st.metric(f"score (rank {r})", "-" if score is None else f"{score:.4f}")
     st.markdown(ui.pair_badge(index, q, n))
-    st.selectbox("Reason for bad", list(REASONS), format_func=REASONS.get, key="review_reason",
+    st.selectbox("Reason for bad (B)", list(REASONS), format_func=REASONS.get, key="review_reason",
                  index=list(REASONS).index("other"))
     b1, b2 = st.columns(2)
-    b1.button("Good", key="rq_good", shortcut="G", on_click=review_act, args=("good", current),
-              type="primary", width="stretch")
-    b2.button("Bad", key="rq_bad", shortcut="B", on_click=review_act, args=("bad", current),
-              width="stretch")
+    b1.button("Good", key="rq_good", on_click=on_button, args=("good", current), type="primary", width="stretch",
+              disabled=not user)
+    b2.button("Bad", key="rq_bad", on_click=on_button, args=("bad", current), width="stretch", disabled=not user)
     b3, b4 = st.columns(2)
-    b3.button("Skip", key="rq_skip", shortcut="S", on_click=review_act, args=("skip", current),
+    b3.button("Skip", key="rq_skip", on_click=on_button, args=("skip", current), width="stretch")
+    b4.button("Back", key="rq_back", on_click=on_button, args=("back", current), disabled=not state.history,
               width="stretch")
-    b4.button("Back", key="rq_back", shortcut="Left", on_click=review_act, args=("back", current),
-              disabled=not st.session_state.get("review_history"), width="stretch")
-    st.caption("Keys: **G** good · **B** bad · **S** skip · **←** back")
+    st.caption("Keys: **G** good · **B** bad (reason above) · **S** skip · **←** back · bad with a reason: "
+               + " · ".join(f"**{i + 1}** {text}" for i, text in enumerate(list(REASONS.values())[:9])))
     st.page_link("app_pages/explore.py", label="Open in Explore", icon=":material/open_in_new:",
                  query_params=ui.carry_params(query=q, neighbour=n, mode=None))
 if st.toggle("Why not the right one?", key="review_contrast", help="Compare this neighbour with the one that "

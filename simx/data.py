@@ -31,6 +31,13 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 MAX_PIXELS = 64_000_000
 #: Largest accepted encoded file, in bytes.
 MAX_FILE_BYTES = 256 * 1024 * 1024
+#: Largest decoded size of an *upload* (a dashboard query image), in bytes: the pixels times the bytes per pixel of
+#: the decoded image plus its RGB copy (see :func:`decoded_bytes`). Well below the gallery's cap (64 Mpx, >= 192 MB
+#: decoded): a 7.6 KB 7900 x 7900 1-bit PNG would otherwise cost the server ~300 MB. 96 MB admits any RGB photo
+#: up to ~33 Mpx (6000 x 4000 is 24), and refuses such a bomb from its header, before a pixel is decoded.
+MAX_UPLOAD_DECODED_BYTES = 96 * 1024 * 1024
+#: Vector formats are not decoded at all (no rasteriser is shipped); their uploads get a message that says so.
+_VECTOR_SIGNS = (b"<svg", b"<?xml")
 
 # Truncated files must fail loudly, never decode as half-grey images.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -94,6 +101,43 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode != "RGB":
         img = img.convert("RGB")
     return img
+
+
+#: Bytes per pixel of Pillow's decoded modes (packed 1-bit images are stored one byte per pixel).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2,
+               "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "RGBX": 4, "CMYK": 4, "I": 4, "F": 4}
+
+
+def decoded_bytes(width: int, height: int, mode: str) -> int:
+    """Memory that decoding a ``width`` x ``height`` image of Pillow ``mode`` takes: the decoded pixels, plus the
+    RGB copy that :func:`load_image` makes of anything that is not RGB already."""
+    per_pixel = _MODE_BYTES.get(mode, 4) + (0 if mode == "RGB" else 3)
+    return int(width) * int(height) * per_pixel
+
+
+def load_upload(data: bytes, max_decoded_bytes: int = MAX_UPLOAD_DECODED_BYTES) -> Image.Image:
+    """Decode an uploaded image (a dashboard query) under the upload cap.
+
+    Like :func:`load_image`, and refuses from the header, before decoding, an image whose decoded size
+    (:func:`decoded_bytes`) exceeds ``max_decoded_bytes``; an SVG gets its own message (vector images are not
+    supported). Raises :class:`ImageLoadError`."""
+    head = bytes(data[:512]).lstrip().lower()
+    if any(head.startswith(sign) for sign in _VECTOR_SIGNS) and b"<svg" in bytes(data[:4096]).lower():
+        raise ImageLoadError("<upload>", "SVG (vector) images are not supported: export it as PNG or JPEG first")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe = Image.open(io.BytesIO(bytes(data)))
+            size, mode = probe.size, probe.mode
+    except Exception:  # noqa: BLE001 - load_image gives the precise reason below
+        size, mode = None, None
+    if size is not None:
+        need = decoded_bytes(size[0], size[1], mode)
+        if need > max_decoded_bytes:
+            raise ImageLoadError("<upload>", f"too large: {size[0]} x {size[1]} pixels would take "
+                                             f"{need / 2**20:.0f} MB decoded (uploads are capped at "
+                                             f"{max_decoded_bytes / 2**20:.0f} MB)")
+    return load_image(bytes(data))
 
 
 def load_image(source: str | os.PathLike | bytes | Image.Image, max_pixels: int = MAX_PIXELS) -> Image.Image:

@@ -161,3 +161,42 @@ def test_bad_manifests(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(GalleryError, match="no images"):
         open_gallery(tmp_path / "empty")
+
+
+def test_upload_cap_refuses_a_1_bit_bomb_from_its_header():
+    """7900 x 7900 1-bit PNG: a few KB on disk, ~250 MB decoded (1 byte per pixel, then RGB). Refused before any
+    pixel is decoded, well under the gallery's pixel cap that it passes."""
+    import io
+    import tracemalloc
+
+    from PIL import Image
+
+    from simx.data import MAX_PIXELS, MAX_UPLOAD_DECODED_BYTES, decoded_bytes, load_upload
+    from simx.errors import ImageLoadError
+
+    buf = io.BytesIO()
+    Image.new("1", (7900, 7900)).save(buf, format="PNG")
+    bomb = buf.getvalue()
+    assert len(bomb) < 20_000 and 7900 * 7900 < MAX_PIXELS
+    assert decoded_bytes(7900, 7900, "1") == 7900 * 7900 * 4 > MAX_UPLOAD_DECODED_BYTES
+    assert MAX_UPLOAD_DECODED_BYTES < MAX_PIXELS * 3  # below the gallery's cap
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageLoadError, match=r"too large: 7900 x 7900 pixels would take 238 MB decoded"):
+            load_upload(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5 * 2**20  # nothing was decoded
+    small = io.BytesIO()
+    Image.new("RGB", (640, 480), (10, 20, 30)).save(small, format="JPEG")
+    assert load_upload(small.getvalue()).size == (640, 480)
+
+
+def test_upload_svg_is_refused_with_its_own_message():
+    from simx.data import load_upload
+    from simx.errors import ImageLoadError
+
+    for svg in (b'<svg xmlns="http://www.w3.org/2000/svg"/>', b'<?xml version="1.0"?>\n<svg width="4"/>'):
+        with pytest.raises(ImageLoadError, match="SVG"):
+            load_upload(svg)

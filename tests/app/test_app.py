@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -36,7 +37,8 @@ def image_captions(at) -> list[str]:
 
 
 def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
+    """The elements' text as a reader sees it (backslash escapes of user text in Markdown removed)."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", "\n".join(str(e.value) for e in elements))
 
 
 def run(at):
@@ -209,16 +211,30 @@ def review_page(**params):
     return run(at)
 
 
+def review_keys(at) -> dict:
+    """What the review page hands to its key component (pair on screen, last press applied, key map)."""
+    import json
+
+    (node,) = [n for n in nodes(at, "bidi_component") if n.proto.component_name == "simx_review_keys"]
+    return json.loads(node.proto.json)
+
+
 def test_review_queue_labels_worst_pairs_with_skip_and_back(indexes):
     at = review_page(index="tiny")
-    shortcuts = {key: at.button(key=key).proto.shortcut.lower() for key in ("rq_good", "rq_bad", "rq_skip", "rq_back")}
-    assert shortcuts == {"rq_good": "g", "rq_bad": "b", "rq_skip": "s", "rq_back": "left"}, shortcuts
+    keys = review_keys(at)  # the keys go through the queueing component, not through button shortcuts
+    assert keys["enabled"] and keys["ack"] == 0
+    assert {k: keys["keys"][k] for k in ("g", "b", "s", "ArrowLeft", "1", "5")} == {
+        "g": "good", "b": "bad", "s": "skip", "ArrowLeft": "back", "1": "bad", "5": "bad"}
+    assert not any(at.button(key=key).proto.shortcut for key in ("rq_good", "rq_bad", "rq_skip", "rq_back"))
+    shown = keys["pair"]
     at.button(key="rq_bad").click()
     run(at)
     s = store(indexes)
     rows = s.list(index="tiny")
     assert len(rows) == 1 and rows[0].verdict == "bad" and rows[0].reason == "other"
     first = (rows[0].query_id, rows[0].neighbour_id)
+    assert [*first, rows[0].rank] == shown and rows[0].score is not None and rows[0].user == "tester"
+    assert review_keys(at)["pair"] != shown  # the next pair is handed to the keys
     at.button(key="rq_skip").click()
     run(at)
     assert s.count(index="tiny") == 1  # skip writes nothing
@@ -282,6 +298,14 @@ def test_labels_page_filters_edits_deletes_and_exports(indexes):
     run(at)
     assert s.get(a.id).note == "edited note"
     at.button(key=f"ld_{a.id}").click()
+    run(at)
+    assert s.get(a.id) is not None  # Delete asks first
+    at.button(key=f"ldn_{a.id}").click()  # cancel
+    run(at)
+    assert s.get(a.id) is not None and at.button(key=f"ld_{a.id}") is not None
+    at.button(key=f"ld_{a.id}").click()
+    run(at)
+    at.button(key=f"ldy_{a.id}").click()
     run(at)
     assert s.get(a.id) is None and s.count(index="tiny") == 1
 
@@ -349,3 +373,111 @@ def test_old_review_links_open_the_review_page(indexes):
     assert at.title[0].value == "Review queue"
     assert "mode" not in at.query_params and at.query_params["index"] == "tiny"
     assert at.button(key="rq_good") is not None
+
+
+# ------------------------------------------------------------------------------------------------ issue 12
+
+
+HOSTILE_NOTE = "![x](http://host/track.png)"
+HOSTILE_USER = "[bob](http://evil.example/)"
+
+
+def markdown_sources(at) -> list[str]:
+    """Every string the page hands to Streamlit's Markdown renderer (markdown, captions, alerts, button labels)."""
+    out = [str(e.value) for kind in ("markdown", "caption", "error", "warning", "info", "success")
+           for e in getattr(at, kind)]
+    out += [b.proto.label for b in at.button] + image_captions(at)
+    return out
+
+
+def test_user_text_is_never_rendered_as_markdown(indexes):
+    nid = first_neighbour(indexes)
+    store(indexes).put("tiny", QUERY, nid, "bad", reason="wrong_category", note=HOSTILE_NOTE, user=HOSTILE_USER)
+    at = run(app(index="tiny", query=QUERY, neighbour=nid, user=HOSTILE_USER))
+    at.switch_page("app_pages/labels.py")
+    run(at)
+    explore = run(app(index="tiny", query=QUERY, neighbour=nid, user=HOSTILE_USER))
+    for page in (explore, at):
+        sources = "\n".join(markdown_sources(page))
+        assert "](http" not in sources and "![" not in sources  # no image fetched, no link made
+        assert HOSTILE_USER in texts(page.markdown) or HOSTILE_NOTE in texts(page.markdown)
+    assert HOSTILE_NOTE in texts(explore.markdown)  # the note, shown as typed, beside this user's verdict
+    assert HOSTILE_USER in texts(at.markdown)  # the Labels page names the labeller as typed
+    assert "wrong category" in texts(explore.markdown) and "wrong_category" not in texts(explore.markdown)
+    # a hostile id in the URL is shown as text in the error too
+    bad = run(app(index="tiny", query=HOSTILE_NOTE))
+    assert "![" not in "\n".join(markdown_sources(bad)) and HOSTILE_NOTE in texts(bad.error)
+
+
+def test_labelling_asks_for_a_name_instead_of_saving_as_anonymous(indexes, monkeypatch):
+    monkeypatch.delenv("SIMX_USER")
+    at = review_page(index="tiny")
+    assert "Who is labelling?" in texts(at.warning)
+    assert at.button(key="rq_good").disabled and at.button(key="rq_bad").disabled
+    assert not review_keys(at)["enabled"]  # the keys wait for a name too
+    at.text_input(key="user_prompt_review").set_value("carol")
+    run(at)
+    assert review_keys(at)["enabled"] and not at.warning and at.text_input(key="user").value == "carol"
+    at.button(key="rq_good").click()
+    run(at)
+    rows = store(indexes).list(index="tiny")
+    assert [(r.user, r.verdict) for r in rows] == [("carol", "good")]
+    assert "anonymous" not in store(indexes).users(index="tiny")
+    # the Explore page's label panel asks too
+    nid = first_neighbour(indexes)
+    ex = run(app(index="tiny", query=QUERY, neighbour=nid))
+    assert "Who is labelling?" in texts(ex.warning) and ex.button(key="label_bad").disabled
+
+
+def test_the_name_in_the_url_labels_and_the_per_user_queue_resumes(indexes, monkeypatch):
+    monkeypatch.delenv("SIMX_USER")
+    at = review_page(index="tiny", user="dave")
+    first = review_keys(at)["pair"]
+    for key in ("rq_good", "rq_bad"):
+        at.button(key=key).click()
+        run(at)
+    third = review_keys(at)["pair"]
+    assert [r.user for r in store(indexes).list(index="tiny")] == ["dave", "dave"]
+    # a new session (reload, new tab, shared link with the name) resumes dave's queue where he left it
+    again = review_page(index="tiny", user="dave")
+    assert review_keys(again)["pair"] == third != first
+    assert "2 of " in again.get("progress")[0].proto.text
+    # someone else starts at the beginning of their own queue
+    assert review_keys(review_page(index="tiny", user="erin"))["pair"] == first
+
+
+def test_review_queue_shows_the_score_and_reasons_as_text(indexes):
+    at = review_page(index="tiny")
+    q, n, r = review_keys(at)["pair"]
+    metric = at.metric[0]
+    assert metric.label == f"score (rank {r})" and r >= 1
+    from simx.index import open_index
+
+    hit = next(h for h in open_index("tiny", root=indexes).search_id(q, 10) if h.id == n)
+    assert metric.value == f"{hit.score:.4f}"
+    legend = texts(at.caption)
+    assert "**1** background shortcut" in legend and "**2** wrong category" in legend
+    assert "wrong_category" not in legend and "background_shortcut" not in legend
+    assert at.selectbox(key="review_reason").format_func("wrong_category") == "wrong category"
+
+
+def _png(size: tuple[int, int], mode: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_uploads_too_large_when_decoded_or_svg_are_refused_in_the_page(indexes):
+    bomb = _png((7900, 7900), "1")
+    assert len(bomb) < 20_000
+    at = run(app(index="tiny"))
+    at.get("file_uploader")[0].set_value(("bomb.png", bomb, "image/png"))
+    run(at)
+    err = texts(at.error)
+    assert "Cannot use 'bomb.png' as a query" in err and "too large" in err and "7900 x 7900" in err
+    assert "query" not in at.query_params
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
+    at = run(app(index="tiny"))
+    at.get("file_uploader")[0].set_value(("logo.svg", svg, "image/svg+xml"))
+    run(at)
+    assert "SVG (vector) images are not supported" in texts(at.error) and "query" not in at.query_params

@@ -115,8 +115,9 @@ def test_review_queue_follows_the_evaluation_order_and_badges(multi):
     at = run(app(index="multi"))
     at.switch_page("app_pages/review.py")
     run(at)
-    captions = [img.caption for node in _nodes(at, "image") for img in node.proto.imgs]
-    assert any(c.startswith(f"query {q} (") for c in captions) and any(c.startswith(f"#{rank} {n} (") for c in captions)
+    shown = [str(t.value) for t in at.text]  # ids and labels as plain text under the pictures
+    assert any(t.startswith(f"{q}\nlabels: ") for t in shown) and any(t.startswith(f"{n}\nlabels: ") for t in shown)
+    assert at.metric[0].label == f"score (rank {rank})"
     badge = "shares a label" if shares_label(index.item(q), index.item(n)) else "no shared label"
     assert any(badge in str(m.value) for m in at.markdown)
 
