@@ -248,12 +248,12 @@ def peer_captum(model, q, nbs, pairs: int, kind: str, n_samples: int | None, bs:
                 continue
             disp = ctx.display_image(x[0])
             if kind == "kernelshap":
-                seg = segment(disp, "slic", n_segments=50, compactness=10.0)
+                seg = segment(disp, "slic:n=50,compactness=10")
                 n = n_samples if n_samples is not None else 2 * (int(seg.max()) + 1) + 2048
                 mask = torch.as_tensor(seg, device=model.device)[None, None]
                 KernelShap(f).attribute(x, baselines=0.0, feature_mask=mask, n_samples=n, perturbations_per_eval=bs)
             else:
-                seg = segment(disp, "quickshift", kernel_size=4, max_dist=200, ratio=0.2, seed=0)
+                seg = segment(disp, "quickshift:kernel_size=4,max_dist=200,ratio=0.2", seed=0)
                 raw = pre.denormalise(x.float())[0]
                 base = pre.normalise(segment_mean_image(raw, seg).unsqueeze(0).to(model.device))
                 mask = torch.as_tensor(seg, device=model.device)[None, None]

@@ -1,6 +1,6 @@
 """The explanation protocol: what a method receives and what it returns.
 
-A method is one module in ``simx/explain/`` that registers one function::
+A method is one module in ``simx/explain/methods/`` that registers one function::
 
     @register("gradcam", "Grad-CAM with the similarity as target (methods.md 2.1)")
     def attribute(ctx: PairContext, side: str, **params) -> MethodOutput: ...
@@ -8,9 +8,13 @@ A method is one module in ``simx/explain/`` that registers one function::
 ``ctx`` (:class:`simx.explain.engine.PairContext`) owns the model, the query and its K neighbours on the right
 device, cached unperturbed features and embeddings, batching, mask composition and pass counting; the method
 only says what is special about it (Captum's ``attribute`` naming, pytorch-grad-cam's one-override shape).
-``side`` is ``"query"``, ``"neighbour"`` or ``"both"``: the query side explains the query with respect to each
-neighbour (K maps), the neighbour side explains each neighbour with respect to the query (K maps).
-Shared parameter names across methods: ``n_samples``, ``batch_size``, ``seed``, ``baseline``.
+``side`` is ``"query"`` or ``"neighbour"``: the query side explains the query with respect to each neighbour
+(K maps), the neighbour side explains each neighbour with respect to the query (K maps). The engine calls a
+first-order method once per requested side and merges the two outputs; a joint method (``kind="joint"``) is
+called once with the caller's side (``"both"``, ``"query"`` or ``"neighbour"``: which marginals to fill).
+Shared parameter names across methods: ``n_samples``, ``batch_size``, ``seed``, ``baseline`` (one vocabulary:
+:data:`simx.explain.engine.BASELINES`), ``segmentation`` (one spec string such as ``"slic:n=50,compactness=20"``,
+:func:`simx.explain.superpixels.parse_segmentation`).
 """
 
 from __future__ import annotations
@@ -155,9 +159,20 @@ class MethodSpec:
     #: or a function ``model -> such parameters or None``; None: no contrastive map is defined for the method.
     contrast: dict[str, Any] | Callable[[Any], dict[str, Any] | None] | None = None
 
+    #: ``passes(k, side, size, params) -> (forward, backward)``: the passes one call of the method makes beyond
+    #: the K + 1 unperturbed forwards, for ``side`` ("query" / "neighbour"; "both" for joint methods), K
+    #: neighbours, input ``size`` (H, W) and the caller's parameters; None: no passes of its own.
+    passes: Callable[[int, str, tuple[int, int], dict[str, Any]], tuple[int, int]] | None = None
+
     def contrast_params(self, model: Any) -> dict[str, Any] | None:
         """The parameters of the linear (signed) query map for ``model``, or None when there is none."""
         return self.contrast(model) if callable(self.contrast) else self.contrast
+
+    @property
+    def per_side(self) -> bool:
+        """First-order methods explain one side per call (the engine calls them once per requested side); joint
+        methods compute both sides' cells in one matrix and are called once."""
+        return self.kind != "joint"
 
 
 #: name -> MethodSpec, filled by ``@register`` when the method modules are imported.
@@ -165,15 +180,17 @@ REGISTRY: dict[str, MethodSpec] = {}
 
 
 def register(name: str, description: str, kind: str, needs_features: bool = False,
-             contrast: dict[str, Any] | Callable[[Any], dict[str, Any] | None] | None = None
+             contrast: dict[str, Any] | Callable[[Any], dict[str, Any] | None] | None = None,
+             passes: Callable[[int, str, tuple[int, int], dict[str, Any]], tuple[int, int]] | None = None
              ) -> Callable[[MethodFn], MethodFn]:
     """Register a method function under ``name`` with a one-line description. ``contrast``: the parameters under
-    which its query map is linear in the explained similarity (``{}`` when it always is), see :class:`MethodSpec`."""
+    which its query map is linear in the explained similarity (``{}`` when it always is); ``passes``: its pass
+    count before it runs (the cost estimate and the progress bar's total); see :class:`MethodSpec`."""
 
     def deco(fn: MethodFn) -> MethodFn:
         if name in REGISTRY:
             raise ValueError(f"explanation method {name!r} registered twice")
-        REGISTRY[name] = MethodSpec(name, description, fn, kind, needs_features, contrast)
+        REGISTRY[name] = MethodSpec(name, description, fn, kind, needs_features, contrast, passes)
         return fn
 
     return deco

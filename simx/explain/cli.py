@@ -67,6 +67,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of masks, samples and superpixels")
     p.add_argument("--n-samples", type=int, default=None, metavar="N",
                    help="number of masks / coalitions / samples for sampling methods (default: the method's)")
+    p.add_argument("--segmentation", default=None, metavar="SPEC",
+                   help="superpixels of lime, kernelshap and shapleytaylor as one spec, e.g. slic:n=50,compactness=20 "
+                        "or quickshift:kernel_size=4,max_dist=200,ratio=0.2 (default: the method's)")
+    p.add_argument("--baseline", default=None, metavar="FILL",
+                   help="fill of masked pixels for perturbation methods: black, white, grey, mean, blur, "
+                        "segment_mean (superpixel methods) or a grey level in [0, 1] (default: the method's)")
     p.add_argument("--faithfulness", action=argparse.BooleanOptionalAction, default=True,
                    help="score each map by insertion/deletion AUC (methods.md 7.1; 202 forwards per map; "
                         "--no-faithfulness skips it)")
@@ -123,6 +129,14 @@ def _method_params(method: str, args: argparse.Namespace) -> dict[str, Any]:
         if args.n_samples < 1:
             raise UsageError("--n-samples must be at least 1")
         params["n_samples"] = int(args.n_samples)
+    for option in ("segmentation", "baseline"):
+        value = getattr(args, option, None)
+        if value is None:
+            continue
+        if option not in inspect.signature(REGISTRY[method].fn).parameters:
+            raise UsageError(f"method {method!r} takes no --{option}")
+        numeric = option == "baseline" and value.replace(".", "", 1).isdigit()  # a grey level such as 0.5
+        params[option] = float(value) if numeric else value
     return params
 
 

@@ -9,12 +9,13 @@ matrix product (methods.md 1, rule 3), bilinear upsampling, baselines, and count
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import itertools
 import time
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,8 +26,19 @@ from ..data import load_image
 from ..errors import ExplainError
 from ..models import SimModel
 from .base import REGISTRY, ContrastExplanation, Cost, Explanation, MethodOutput, MethodSpec
+from .progress import CancelToken, CostEstimate, Progress
+from .superpixels import parse_segmentation
 
+#: The fill of masked pixels, one vocabulary for every perturbation method (a number in [0, 1] is a grey level, a
+#: tensor is used as is); superpixel methods (those with a ``segmentation``) also take ``"segment_mean"``.
 BASELINES = ("black", "white", "grey", "mean", "blur")
+SEGMENT_BASELINES = ("segment_mean",)
+
+#: Parameter names of earlier versions -> what replaced them (an old name is an error that says the new spelling).
+RENAMED = {
+    "n_masks": "n_samples",
+    **{old: "segmentation" for old in ("n_segments", "compactness", "sigma", "kernel_size", "max_dist", "ratio")},
+}
 
 
 class _FeatureCache:
@@ -80,6 +92,53 @@ class _FeatureCache:
 FEATURE_CACHE = _FeatureCache()
 
 
+class _ModelSpeed:
+    """Measured seconds per pass of each model on this machine, for cost estimates before a run.
+
+    Every explanation of 50 passes or more records its wall time per pass, mask composition and segmentation
+    included (the mean over the last ~2,000 passes, so it follows a machine getting busier); a model never run yet
+    is timed once on a small batch of bare forwards (:meth:`calibrate`), which underestimates a perturbation
+    method's time per pass until its first run corrects it."""
+
+    def __init__(self, window: int = 2000):
+        self.window = window
+        self._data: dict[int, tuple[int, float]] = {}
+
+    @staticmethod
+    def _token(model: SimModel) -> int:
+        token = model.__dict__.get("_feature_cache_token")
+        if token is None:
+            token = model.__dict__["_feature_cache_token"] = next(_FeatureCache._tokens)
+        return token
+
+    def record(self, model: SimModel, passes: int, seconds: float) -> None:
+        n, s = self._data.get(self._token(model), (0, 0.0))
+        n, s = n + passes, s + seconds
+        if n > self.window:  # keep the last ~window passes' weight
+            s, n = s * self.window / n, self.window
+        self._data[self._token(model)] = (n, s)
+
+    def seconds_per_pass(self, model: SimModel) -> float:
+        if self._token(model) not in self._data:
+            self.calibrate(model)
+        n, s = self._data[self._token(model)]
+        return s / max(n, 1)
+
+    def calibrate(self, model: SimModel, batch: int = 8) -> None:
+        """Time ``batch`` forwards of a grey image (after one warm-up pass, which is not counted)."""
+        x = torch.zeros(batch, 3, *model.input_size, device=model.device)
+        if model.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), model.autocast():
+            model.embed(x[:1])
+            t0 = time.perf_counter()
+            model.embed(x)
+        self.record(model, batch, time.perf_counter() - t0)
+
+
+SPEED = _ModelSpeed()
+
+
 def to_input(model: SimModel, image: Any, what: str) -> torch.Tensor:
     """A PIL image, a path, or a (3, S, S) tensor -> (3, S, S) model input on the CPU, with clear errors."""
     if isinstance(image, torch.Tensor):
@@ -123,6 +182,23 @@ class PairContext:
         self.neighbours = torch.stack([to_input(model, n, f"neighbour {i}") for i, n in enumerate(neighbours)]).to(
             self.device)
         self._unperturbed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        #: ticked at every counted pass (progress bar, cancellation); set by :func:`explain`
+        self.progress: Progress | None = None
+
+    # -- pass counting ---------------------------------------------------------------------------------------------
+    def count(self, forward: int = 0, backward: int = 0) -> None:
+        """Count passes just made: the cost and the progress, which raises
+        :class:`~simx.explain.progress.ExplanationCancelled` once cancelled."""
+        self.cost.forward += int(forward)
+        self.cost.backward += int(backward)
+        if self.progress is not None:
+            self.progress.advance(int(forward) + int(backward))
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`~simx.explain.progress.ExplanationCancelled` if the caller cancelled (checked before
+        every batch, so a cancel never waits for more than one batch)."""
+        if self.progress is not None:
+            self.progress.check()
 
     # -- sizes -------------------------------------------------------------------------------------------------
     @property
@@ -154,10 +230,13 @@ class PairContext:
                 xb = x[chunk]
                 if self.device.type == "cpu":
                     xb = xb.contiguous(memory_format=torch.channels_last)
-                with torch.inference_mode():
+                self.check_cancelled()
+                # the same precision as the masked passes (embed / embed_masked), so that a masked score and the
+                # unperturbed score it is compared with differ only by the mask
+                with torch.inference_mode(), self.model.autocast():
                     f = self.model.features(xb) if self.model.has_features else None
                     e = self.model.head(f) if f is not None else self.model.embed(xb)
-                self.cost.forward += len(chunk)
+                self.count(forward=len(chunk))
                 for j, i in enumerate(chunk):
                     found[i] = (f[j : j + 1].float().contiguous().clone() if f is not None else None,
                                 e[j : j + 1].float().clone())
@@ -209,8 +288,10 @@ class PairContext:
 
     def backward(self, scalar: torch.Tensor, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Gradients of ``scalar`` w.r.t. ``inputs``, counted as one backward pass."""
-        self.cost.backward += 1
-        return torch.autograd.grad(scalar, list(inputs))
+        self.check_cancelled()
+        grads = torch.autograd.grad(scalar, list(inputs))
+        self.count(backward=1)
+        return grads
 
     # -- batched forwards -----------------------------------------------------------------------------------------
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,9 +302,10 @@ class PairContext:
                 xb = x[i : i + self.batch_size].to(self.device)
                 if self.device.type == "cpu":
                     xb = xb.contiguous(memory_format=torch.channels_last)
+                self.check_cancelled()
                 with self.model.autocast():
                     out.append(self.model.embed(xb).float())
-                self.cost.forward += xb.shape[0]
+                self.count(forward=xb.shape[0])
         return torch.cat(out)
 
     def baseline(self, name: str | float | torch.Tensor = "black", image: torch.Tensor | None = None) -> torch.Tensor:
@@ -276,9 +358,10 @@ class PairContext:
                 xb = m * image + (1 - m) * base
                 if self.device.type == "cpu":
                     xb = xb.contiguous(memory_format=torch.channels_last)
+                self.check_cancelled()
                 with self.model.autocast():
                     out.append(self.model.embed(xb).float())
-                self.cost.forward += xb.shape[0]
+                self.count(forward=xb.shape[0])
         return torch.cat(out)
 
     def query_mask_scores(self, masks, baseline="black") -> torch.Tensor:
@@ -328,17 +411,55 @@ def _method(model: SimModel, method: str, side: str, params: dict[str, Any]):
     accepted = inspect.signature(spec.fn).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
         unknown = sorted(set(params) - set(accepted))
+        renamed = [name for name in unknown if RENAMED.get(name) in accepted]
+        if renamed:
+            raise ExplainError(f"method {method!r}: {renamed_message(params, renamed)}")
         if unknown:
             known = [n for n in accepted if n not in ("ctx", "side")]
             raise ExplainError(f"method {method!r} has no parameter {', '.join(unknown)}; its parameters: "
                                f"{', '.join(known) or 'none'}")
+    if "segmentation" in params and "segmentation" in accepted:
+        parse_segmentation(params["segmentation"])  # a bad spec fails here, before any pass
+    if "baseline" in params and "baseline" in accepted:
+        check_baseline(method, params["baseline"], superpixels="segmentation" in accepted)
     return spec
+
+
+def renamed_message(params: dict[str, Any], names: Sequence[str]) -> str:
+    """The error text for parameters given under their old names, with the new spelling filled in."""
+    parts = []
+    if "n_masks" in names:
+        parts.append(f"n_masks is now n_samples (n_samples={params['n_masks']!r})")
+    seg_keys = [n for n in names if RENAMED[n] == "segmentation"]
+    if seg_keys:
+        algo = "quickshift" if {"kernel_size", "max_dist", "ratio"} & set(seg_keys) else "slic"
+        keys = {"n_segments": "n"}
+        spec = f"{algo}:" + ",".join(f"{keys.get(n, n)}={params[n]}" for n in seg_keys)
+        parts.append(f"{', '.join(seg_keys)} {'is' if len(seg_keys) == 1 else 'are'} now one segmentation spec "
+                     f"(segmentation={spec!r})")
+    return "; ".join(parts)
+
+
+def check_baseline(method: str, baseline: Any, superpixels: bool = False) -> None:
+    """An :class:`ExplainError` before any pass for a fill outside the one vocabulary (:data:`BASELINES`)."""
+    if isinstance(baseline, (torch.Tensor, int, float)) and not isinstance(baseline, bool):
+        if not isinstance(baseline, torch.Tensor) and not 0.0 <= float(baseline) <= 1.0:
+            raise ExplainError(f"method {method!r}: a numeric baseline is a grey level in [0, 1], got {baseline}")
+        return
+    names = BASELINES + (SEGMENT_BASELINES if superpixels else ())
+    if baseline not in names:
+        hint = "" if superpixels or baseline not in SEGMENT_BASELINES else " (segment_mean needs superpixels: " \
+            "lime, kernelshap, shapleytaylor)"
+        raise ExplainError(f"method {method!r}: unknown baseline {baseline!r}{hint}; choose one of "
+                           f"{', '.join(names)}, a grey level in [0, 1] or a tensor")
 
 
 def _explanation(method: str, ctx: PairContext, out: MethodOutput, t0: float) -> Explanation:
     """Turn a method's output into an :class:`Explanation` (pixel maps, similarities, effective parameters)."""
     sims = ctx.similarities().detach().cpu().numpy().astype(np.float32)
     ctx.cost.seconds = time.perf_counter() - t0
+    if ctx.cost.forward + ctx.cost.backward >= 50:
+        SPEED.record(ctx.model, ctx.cost.forward + 2 * ctx.cost.backward, ctx.cost.seconds)
 
     def pixel(maps: np.ndarray | None, fmaps: np.ndarray | None) -> np.ndarray | None:
         if maps is not None:
@@ -366,8 +487,63 @@ def _explanation(method: str, ctx: PairContext, out: MethodOutput, t0: float) ->
     )
 
 
+def run_method(spec: MethodSpec, ctx: PairContext, side: str, params: dict[str, Any],
+               query_params: dict[str, Any] | None = None) -> MethodOutput:
+    """Run a method on the requested side(s): a first-order method once per side (``query_params``, when given,
+    for the query side), the outputs merged field by field (``query_*`` from the query call, ``neighbour_*`` from
+    the neighbour call); a joint method once, with the caller's side."""
+    if not spec.per_side:
+        return spec.fn(ctx, side, **params)
+    q_out = spec.fn(ctx, "query", **(params if query_params is None else query_params)) \
+        if side in ("query", "both") else None
+    n_out = spec.fn(ctx, "neighbour", **params) if side in ("neighbour", "both") else None
+    return merge_sides(q_out, n_out)
+
+
+def merge_sides(q_out: MethodOutput | None, n_out: MethodOutput | None) -> MethodOutput:
+    """One output from a query-side and a neighbour-side call (either may be None): ``query_*`` fields from the
+    first, ``neighbour_*`` fields and the parameters from the second, extras from both."""
+    if q_out is None or n_out is None:
+        return q_out if n_out is None else n_out if n_out is not None else MethodOutput()
+    merged = MethodOutput(params={**n_out.params}, extras={**q_out.extras, **n_out.extras})
+    for f in dataclasses.fields(MethodOutput):
+        source = q_out if f.name.startswith("query_") else n_out if f.name.startswith("neighbour_") else None
+        if source is not None:
+            setattr(merged, f.name, getattr(source, f.name))
+        elif f.name not in ("params", "extras"):
+            setattr(merged, f.name, getattr(n_out, f.name) if getattr(n_out, f.name) is not None
+                    else getattr(q_out, f.name))
+    return merged
+
+
+def _sides(spec: MethodSpec, side: str) -> list[str]:
+    if not spec.per_side:
+        return [side]
+    return ["query", "neighbour"] if side == "both" else [side]
+
+
+def estimate(model: SimModel, method: str, k: int = 1, side: str = "both", **params: Any) -> CostEstimate:
+    """What ``explain(model, query, K neighbours, method, side, **params)`` will cost, before it runs: forward and
+    backward passes (the K + 1 unperturbed forwards included, whether or not they are cached) and the seconds
+    they take at this model's measured speed on this machine (a model not run yet is timed on 8 passes).
+
+    >>> estimate(load_model("default"), "rise", k=1).describe()
+    'rise: 4,002 forward passes, about 4 min on this machine'
+    """
+    spec = _method(model, method, side, params)
+    forward, backward = int(k) + 1, 0
+    if spec.passes is not None:
+        for s in _sides(spec, side):
+            f, b = spec.passes(int(k), s, tuple(model.input_size), dict(params))
+            forward, backward = forward + int(f), backward + int(b)
+    spp = SPEED.seconds_per_pass(model)
+    return CostEstimate(method=method, forward=forward, backward=backward, seconds=(forward + 2 * backward) * spp,
+                        seconds_per_pass=spp)
+
+
 def explain(model: SimModel, query: Any, neighbours: Sequence[Any] | Any, method: str = "gradcam",
             side: str = "both", seed: int = 0, batch_size: int | None = None, versus: Sequence[Any] | Any = None,
+            progress: Progress | Callable[[Progress], None] | None = None, cancel: CancelToken | None = None,
             **params: Any) -> Explanation | ContrastExplanation:
     """Explain why ``query`` matches each of ``neighbours`` with one method.
 
@@ -375,18 +551,55 @@ def explain(model: SimModel, query: Any, neighbours: Sequence[Any] | Any, method
     :func:`simx.models.load_model`. Returns an :class:`Explanation` with (K, H, W) maps on the requested side(s),
     the K similarities, the effective parameters (seed included) and the cost. See ``METHODS`` for the names.
 
+    ``progress``: a :class:`~simx.explain.progress.Progress` or a function called with one after every counted
+    batch of passes (its ``total`` is :func:`estimate`'s); ``cancel``: a
+    :class:`~simx.explain.progress.CancelToken` whose ``cancel()`` stops the run at its next batch with
+    :class:`~simx.explain.progress.ExplanationCancelled`.
+
     With ``versus`` (one image or a list of J images: the neighbours that should have ranked first),
     ``neighbours`` is the ONE wrong neighbour and the result is a :class:`ContrastExplanation`: the map of each
     margin s(query, wrong) - s(query, right_j) on the query (side "query" or "both") and the usual pair maps on the
     wrong and the right neighbours (side "neighbour" or "both"), see :func:`explain_contrast`.
     """
     spec = _method(model, method, side, params)
+    tracker = _tracker(progress, cancel)
     if versus is not None:
-        return explain_contrast(model, query, neighbours, versus, spec, side, seed, batch_size, params)
+        outer = tracker is not None and tracker.running
+        result = explain_contrast(model, query, neighbours, versus, spec, side, seed, batch_size, params, tracker)
+        return _finish(None if outer else tracker, result)
     ctx = PairContext(model, query, neighbours, seed=seed, batch_size=batch_size)
+    owner = _start(tracker, ctx, method, side, params)
     t0 = time.perf_counter()
-    out: MethodOutput = spec.fn(ctx, side, **params)
-    return _explanation(method, ctx, out, t0)
+    out = run_method(spec, ctx, side, params)
+    return _finish(tracker if owner else None, _explanation(method, ctx, out, t0))
+
+
+def _tracker(progress: Progress | Callable[[Progress], None] | None, cancel: CancelToken | None) -> Progress | None:
+    if progress is None and cancel is None:
+        return None
+    tracker = progress if isinstance(progress, Progress) else Progress(callback=progress)
+    if cancel is not None:
+        tracker.token = cancel
+    return tracker
+
+
+def _start(tracker: Progress | None, ctx: PairContext, method: str, side: str, params: dict[str, Any]) -> bool:
+    """Attach ``tracker`` to ``ctx``; start it with this run's estimated total unless an outer run (a method that
+    explains through another, like ``sane``) already did. Returns whether this run started it."""
+    if tracker is None:
+        return False
+    ctx.progress = tracker
+    if tracker.running:
+        return False
+    tracker.start(estimate(ctx.model, method, ctx.k, side, **params).passes)
+    tracker.check()
+    return True
+
+
+def _finish(tracker: Progress | None, result: Any) -> Any:
+    if tracker is not None:
+        tracker.finish()
+    return result
 
 
 def _as_list(images: Sequence[Any] | Any) -> list[Any]:
@@ -398,7 +611,8 @@ def _as_list(images: Sequence[Any] | Any) -> list[Any]:
 
 
 def explain_contrast(model: SimModel, query: Any, wrong: Any, versus: Sequence[Any] | Any, spec: MethodSpec,
-                     side: str, seed: int, batch_size: int | None, params: dict[str, Any]) -> ContrastExplanation:
+                     side: str, seed: int, batch_size: int | None, params: dict[str, Any],
+                     tracker: Progress | None = None) -> ContrastExplanation:
     """The contrastive explanation behind ``explain(..., versus=...)``, for every method that declares a linear
     query map (``register(..., contrast=...)``).
 
@@ -421,16 +635,13 @@ def explain_contrast(model: SimModel, query: Any, wrong: Any, versus: Sequence[A
         raise ExplainError(f"method {spec.name!r} has no contrastive (margin) map for model {model.spec!r}; "
                            f"use one of {', '.join(able)}")
     ctx = PairContext(model, query, wrongs + rights, seed=seed, batch_size=batch_size)
+    _start(tracker, ctx, spec.name, side, params)
     t0 = time.perf_counter()
     query_params = {**params, **linear}
-    q_out = spec.fn(ctx, "query", **query_params) if side in ("query", "both") else MethodOutput()
-    n_out = spec.fn(ctx, "neighbour", **params) if side in ("neighbour", "both") else MethodOutput()
-    merged = MethodOutput(query_feature_maps=q_out.query_feature_maps, neighbour_feature_maps=n_out.neighbour_feature_maps,
-                          query_maps=q_out.query_maps, neighbour_maps=n_out.neighbour_maps,
-                          params={**n_out.params} if side != "query" else {**q_out.params},
-                          extras={**q_out.extras, **n_out.extras})
-    pair = _explanation(spec.name, ctx, merged, t0)
-    if side in ("query", "both"):
+    q_out = spec.fn(ctx, "query", **query_params) if side in ("query", "both") else None
+    n_out = spec.fn(ctx, "neighbour", **params) if side in ("neighbour", "both") else None
+    pair = _explanation(spec.name, ctx, merge_sides(q_out, n_out), t0)
+    if q_out is not None:
         pair.params["query_params"] = {"seed": ctx.seed, **q_out.params}
 
     def margin_maps(maps: np.ndarray | None) -> np.ndarray | None:

@@ -12,6 +12,11 @@ the model saw, never on normalised tensors.
 * ``quickshift`` (LIME's default, methods.md 3.5 = ``lime_image`` defaults): ``kernel_size=4, max_dist=200,
   ratio=0.2``; quickshift breaks ties with random noise, so it is seeded (``rng=seed``, methods.md 10.5).
 
+Every method names its segmentation with ONE spec string, ``"NAME:key=value,..."`` (:func:`parse_segmentation`):
+``"slic:n=50,compactness=20,sigma=1"``, ``"quickshift:kernel_size=4,max_dist=200,ratio=0.2"``; keys left out take the
+defaults above, a bare ``"slic"`` is all defaults, and a bad spec is an :class:`~simx.errors.ExplainError` that
+lists the valid keys.
+
 Labels are made contiguous 0..M-1. :func:`paint` turns per-superpixel values (K, M) into pixel maps
 ``map[k, u] = values[k, segments(u)]``; :func:`segment_mean_image` gives LIME's default fill (``hide_color=None``:
 every pixel replaced by the mean colour of its superpixel, computed in raw RGB and normalised back).
@@ -19,12 +24,84 @@ every pixel replaced by the mean colour of its superpixel, computed in raw RGB a
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import ExplainError
 from .masks import coalition_masks
 
-SEGMENTATIONS = ("slic", "quickshift")
+#: segmentation name -> its parameters and their defaults (the keys of a spec string).
+SEGMENTATION_DEFAULTS: dict[str, dict[str, float]] = {
+    "slic": {"n": 50, "compactness": 20.0, "sigma": 1.0},
+    "quickshift": {"kernel_size": 4.0, "max_dist": 200.0, "ratio": 0.2},
+}
+SEGMENTATIONS = tuple(SEGMENTATION_DEFAULTS)
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """A parsed segmentation spec: the algorithm, every parameter (defaults filled in) and the keys the spec
+    itself gave (so a method can put its own defaults on the others)."""
+
+    name: str
+    params: dict[str, float] = field(default_factory=dict)
+    given: frozenset[str] = field(default=frozenset(), compare=False)
+
+    def __str__(self) -> str:
+        return f"{self.name}:" + ",".join(f"{k}={_number(v)}" for k, v in self.params.items())
+
+    @property
+    def n(self) -> int:
+        """The number of superpixels asked for (SLIC's ``n``; quickshift has no target, 50 is its typical count
+        on a 224 px picture, used for cost estimates only)."""
+        return int(self.params.get("n", 50))
+
+
+def _number(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def parse_segmentation(spec: str | Segmentation) -> Segmentation:
+    """``"slic:n=50,compactness=20"`` -> :class:`Segmentation`; keys left out take their defaults.
+
+    Raises :class:`~simx.errors.ExplainError` naming the valid algorithms or keys for anything else."""
+    if isinstance(spec, Segmentation):
+        return spec
+    if not isinstance(spec, str) or not spec.strip():
+        raise ExplainError(f"segmentation must be a spec string such as 'slic:n=50,compactness=20', got {spec!r}")
+    name, _, rest = spec.strip().partition(":")
+    name = name.strip().lower()
+    if name not in SEGMENTATION_DEFAULTS:
+        raise ExplainError(f"unknown segmentation {name!r} in {spec!r}; choose one of {', '.join(SEGMENTATIONS)} "
+                           "(e.g. 'slic:n=50,compactness=20')")
+    defaults = SEGMENTATION_DEFAULTS[name]
+    params = dict(defaults)
+    given = set()
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in defaults:
+            raise ExplainError(f"segmentation {spec!r}: {item!r} is not key=value with a key of {name} "
+                               f"({', '.join(defaults)})")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ExplainError(f"segmentation {spec!r}: {key} must be a number, got {value.strip()!r}") from None
+        if not np.isfinite(number) or number < 0 or (key == "n" and number < 1):
+            raise ExplainError(f"segmentation {spec!r}: {key} must be {'>= 1' if key == 'n' else '>= 0'}, "
+                               f"got {value.strip()}")
+        params[key] = number
+        given.add(key)
+    return Segmentation(name, params, frozenset(given))
+
+
+def method_segmentation(spec: str | Segmentation, **defaults: float) -> Segmentation:
+    """A method's segmentation: the caller's spec, with the method's own ``defaults`` for keys the spec leaves
+    out (kernelshap and lime use the global defaults; shapleytaylor asks for fewer, rounder superpixels)."""
+    seg = parse_segmentation(spec)
+    own = {k: float(v) for k, v in defaults.items() if k in seg.params and k not in seg.given}
+    return Segmentation(seg.name, {**seg.params, **own}, seg.given)
 
 
 def relabel(segments: np.ndarray) -> np.ndarray:
@@ -54,15 +131,14 @@ def quickshift_segments(image: np.ndarray, kernel_size: float = 4, max_dist: flo
     return relabel(seg)
 
 
-def segment(image: np.ndarray, segmentation: str = "slic", n_segments: int = 50, compactness: float = 20.0,
-            sigma: float = 1.0, kernel_size: float = 4, max_dist: float = 200, ratio: float = 0.2,
-            seed: int = 0) -> np.ndarray:
-    """Dispatch on ``segmentation`` ("slic" or "quickshift")."""
-    if segmentation == "slic":
-        return slic_segments(image, n_segments=n_segments, compactness=compactness, sigma=sigma)
-    if segmentation == "quickshift":
-        return quickshift_segments(image, kernel_size=kernel_size, max_dist=max_dist, ratio=ratio, seed=seed)
-    raise ValueError(f"unknown segmentation {segmentation!r}; choose one of {', '.join(SEGMENTATIONS)}")
+def segment(image: np.ndarray, segmentation: str | Segmentation = "slic", seed: int = 0) -> np.ndarray:
+    """Superpixels of an (H, W, 3) RGB image by a segmentation spec (:func:`parse_segmentation`)."""
+    seg = parse_segmentation(segmentation)
+    p = seg.params
+    if seg.name == "slic":
+        return slic_segments(image, n_segments=int(p["n"]), compactness=p["compactness"], sigma=p["sigma"])
+    return quickshift_segments(image, kernel_size=p["kernel_size"], max_dist=p["max_dist"], ratio=p["ratio"],
+                               seed=seed)
 
 
 def paint(values: np.ndarray | torch.Tensor, segments: np.ndarray) -> np.ndarray:
@@ -88,11 +164,9 @@ def chunk_size(ctx) -> int:
     return b * max(1, -(-256 // b))
 
 
-def image_segments(ctx, image: torch.Tensor, segmentation: str, n_segments: int, compactness: float, sigma: float,
-                   kernel_size: float, max_dist: float, ratio: float) -> np.ndarray:
+def image_segments(ctx, image: torch.Tensor, segmentation: str | Segmentation) -> np.ndarray:
     """Superpixels of one model input (3, H, W), computed on the display image (true inverse normalisation)."""
-    return segment(ctx.display_image(image), segmentation, n_segments=n_segments, compactness=compactness,
-                   sigma=sigma, kernel_size=kernel_size, max_dist=max_dist, ratio=ratio, seed=ctx.seed)
+    return segment(ctx.display_image(image), segmentation, seed=ctx.seed)
 
 
 def resolve_baseline(ctx, baseline, image: torch.Tensor, segments: np.ndarray):

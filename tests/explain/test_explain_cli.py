@@ -83,6 +83,22 @@ def test_explain_errors(tiny_index, capsys):
     assert code == 1 and "missing" in err
 
 
+def test_explain_segmentation_and_baseline_options(tiny_index, capsys):
+    root, _ = tiny_index
+    code, out, _ = _run(["tiny", "a/0.png", "b/1.png", "-m", "kernelshap", "--n-samples", "12", "--segmentation",
+                         "slic:n=6,compactness=30", "--baseline", "0.5", "--json", "--no-faithfulness",
+                         "--side", "query", "--root", str(root)], capsys)
+    assert code == 0
+    params = json.loads(out)["params"]
+    assert params["segmentation"] == "slic:n=6,compactness=30,sigma=1" and params["baseline"] == 0.5
+    code, _, err = _run(["tiny", "a/0.png", "b/1.png", "-m", "lime", "--segmentation", "slic:size=3",
+                         "--root", str(root)], capsys)
+    assert code == 1 and "key=value with a key of slic (n, compactness, sigma)" in err
+    code, _, err = _run(["tiny", "a/0.png", "b/1.png", "-m", "searchcam", "--baseline", "black",
+                         "--root", str(root)], capsys)
+    assert code == 2 and "takes no --baseline" in err
+
+
 def test_command_tuple_and_resolution(tiny_index):
     name, add_arguments, run, help_text = explain_cli.COMMAND
     assert name == "explain" and run is explain_cli.run and help_text

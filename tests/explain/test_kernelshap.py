@@ -17,7 +17,7 @@ from simx.models.toy import tiny_linear, tiny_mlp
 
 
 def _blocks(seed: int) -> Image.Image:
-    """2 x 4 flat colour blocks (SLIC with n_segments=8 finds exactly these 8 superpixels)."""
+    """2 x 4 flat colour blocks (SLIC with n=8 finds exactly these 8 superpixels)."""
     rng = np.random.default_rng(seed)
     img = np.zeros((64, 64, 3), np.uint8)
     for i, col in enumerate(rng.integers(0, 256, (8, 3))):
@@ -81,7 +81,7 @@ def test_sampling_scheme_weights_pairs_and_additive_games():
 def test_matches_enumerated_shapley_values_with_8_superpixels():
     model = tiny_mlp()
     q, n1, n2 = _blocks(3), _blocks(4), _blocks(10)
-    exp = explain(model, q, [n1, n2], method="kernelshap", n_segments=8, n_samples=256)
+    exp = explain(model, q, [n1, n2], method="kernelshap", segmentation="slic:n=8", n_samples=256)
     ctx = exp._context
     seg = exp.extras["query_segments"]
     m = int(seg.max()) + 1
@@ -111,7 +111,7 @@ def test_matches_enumerated_shapley_values_with_8_superpixels():
 def test_efficiency_holds_exactly_with_sampling(random_images):
     model = tiny_mlp(metric="ip")
     q, n1, n2 = random_images(3, seed=8)
-    exp = explain(model, q, [n1, n2], method="kernelshap", n_segments=30, n_samples=150)
+    exp = explain(model, q, [n1, n2], method="kernelshap", segmentation="slic:n=30", n_samples=150)
     assert exp.extras["query_values"].shape[1] > 8  # more players than 150 samples can enumerate
     total = exp.extras["query_values"].astype(np.float64).sum(1) + exp.extras["query_phi0"]
     np.testing.assert_allclose(total, exp.similarities, rtol=1e-5, atol=1e-5)
@@ -129,7 +129,7 @@ def test_agrees_with_captum_kernelshap(random_images):
     model = tiny_mlp(metric="ip")
     q, n = random_images(2, seed=9)
     n_samples = 1000
-    exp = explain(model, q, [n], method="kernelshap", n_segments=20, n_samples=n_samples)
+    exp = explain(model, q, [n], method="kernelshap", segmentation="slic:n=20", n_samples=n_samples)
     ctx = exp._context
     torch.manual_seed(0)
     for x, ref, seg, ours in ((ctx.query, ctx.neighbour_embeddings, exp.extras["query_segments"],
@@ -154,7 +154,7 @@ def test_planted_evidence(planted_model, random_images):
     model, (x0, y0, x1, y1) = planted_model()
     for i in range(3):
         q = random_images(1, seed=60 + i)[0]
-        exp = explain(model, q, [_similar(q, i)], method="kernelshap", n_segments=10, n_samples=1024)
+        exp = explain(model, q, [_similar(q, i)], method="kernelshap", segmentation="slic:n=10", n_samples=1024)
         for side in ("query", "neighbour"):
             m = (exp.query_maps if side == "query" else exp.neighbour_maps)[0]
             seg = exp.extras["query_segments"] if side == "query" else exp.extras["neighbour_segments"][0]
@@ -177,7 +177,7 @@ def test_query_side_cost_does_not_grow_with_k(random_images):
     q, *nbs = random_images(9, seed=10)
     for k in (1, 8):
         FEATURE_CACHE.clear()
-        exp = explain(model, q, nbs[:k], method="kernelshap", side="query", n_segments=20, n_samples=100)
+        exp = explain(model, q, nbs[:k], method="kernelshap", side="query", segmentation="slic:n=20", n_samples=100)
         evals = exp.extras["query_evaluations"]
         assert evals == min(100, 2 ** exp.extras["query_values"].shape[1])
         assert exp.cost.forward == (evals - 1) + (k + 1)  # v(full) is the cached unperturbed similarity

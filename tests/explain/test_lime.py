@@ -76,7 +76,7 @@ def test_seeded_and_painted(random_images):
     np.testing.assert_array_equal(a.neighbour_maps, b.neighbour_maps)
     seg = a.extras["query_segments"]
     np.testing.assert_array_equal(a.query_maps[0], a.extras["query_values"][0][seg])
-    assert a.params["segmentation"] == "quickshift" and a.params["baseline"] == "segment_mean"
+    assert a.params["segmentation"] == "quickshift:kernel_size=4,max_dist=200,ratio=0.2" and a.params["baseline"] == "segment_mean"
     assert a.params["kernel_width"] == 0.25 and a.params["alpha"] == 1.0
 
 
@@ -88,7 +88,7 @@ def test_agrees_with_captum_lime(random_images):
     model = tiny_mlp()
     q, n = random_images(2, seed=5)
     n_samples = 1000
-    exp = explain(model, q, [n], method="lime", n_samples=n_samples, segmentation="slic", n_segments=20)
+    exp = explain(model, q, [n], method="lime", n_samples=n_samples, segmentation="slic:n=20")
     ctx = exp._context
     torch.manual_seed(0)
 

@@ -215,11 +215,11 @@ def _inputs(seed: int, k: int = 2, size: int = 32):
 def test_image_method_exact_design_equals_product_design_with_full_enumeration():
     model = tiny_linear(metric="cosine", size=32)
     q, ns = _inputs(1)
-    params = dict(n_segments=4, compactness=100.0)
+    params = dict(segmentation="slic:n=4,compactness=100")
     ex = explain(model, q, ns, method="shapleytaylor", design="exact", **params)
     nx, nys = ex.extras["n_query_segments"], ex.extras["n_neighbour_segments"]
     assert nx >= 3 and min(nys) >= 3
-    pr = explain(model, q, ns, method="shapleytaylor", n_masks=2 ** max(nx, *nys), **params)
+    pr = explain(model, q, ns, method="shapleytaylor", n_samples=2 ** max(nx, *nys), **params)
     np.testing.assert_allclose(pr.joint, ex.joint, atol=1e-5 * np.abs(ex.joint).max())
     for k in range(2):  # efficiency with v(N) = the model's similarity (6.1)
         total = ex.extras["phi0"][k] + ex.extras["phi"][k].sum() + np.triu(ex.extras["pair_indices"][k], 1).sum()
@@ -232,7 +232,7 @@ def test_image_method_exact_design_equals_product_design_with_full_enumeration()
 def test_image_method_pass_count_is_a_plus_b():
     model = tiny_linear(metric="cosine", size=32)
     q, ns = _inputs(2, k=2)
-    out = explain(model, q, ns, method="shapleytaylor", n_segments=9, compactness=100.0, n_masks=40)
+    out = explain(model, q, ns, method="shapleytaylor", segmentation="slic:n=9,compactness=100", n_samples=40)
     nx, nys = out.extras["n_query_segments"], out.extras["n_neighbour_segments"]
     # unmasked query + 2 neighbours (cached), empty + singletons + 40 masks per side, query side shared
     assert out.cost.forward == 3 + (1 + nx + 40) + sum(1 + ny + 40 for ny in nys)
@@ -249,7 +249,7 @@ def test_image_method_recovers_a_pairwise_pixel_game():
     model = PooledModel(conv, _linear(8, 6, 0), metric="ip", size=size)
     q, ns = _inputs(3, k=1, size=size)
     kpix = explain(model, q, ns, method="jointcam").joint[0].astype(np.float64)  # (256, 256)
-    st = explain(model, q, ns, method="shapleytaylor", n_segments=9, compactness=100.0, n_masks=64)
+    st = explain(model, q, ns, method="shapleytaylor", segmentation="slic:n=9,compactness=100", n_samples=64)
     sx = np.eye(st.extras["n_query_segments"])[st.query_cells["segments"].ravel()]
     sy = np.eye(st.extras["n_neighbour_segments"][0])[st.neighbour_cells["segments"][0].ravel()]
     ref = sx.T @ kpix @ sy

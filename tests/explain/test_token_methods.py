@@ -31,7 +31,7 @@ MAY_REFUSE = {
     "swin": {"sane", "attngrad"},
     "openclip": {"jointcam", "searchcam", "sfam", "sane"},
 }
-SMALL = {"n_samples": 48, "n_masks": 48, "batch_size": 64}
+SMALL = {"n_samples": 48, "batch_size": 64}
 
 
 def _small_params(method: str) -> dict:

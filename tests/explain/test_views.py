@@ -190,6 +190,6 @@ def test_works_on_real_explanations(tmp_path):
     assert i == 5 * 8 + 2
     np.testing.assert_allclose(jv.project_point(e, (9.0, 21.0), k=1, interpolate=False).values, e.joint[1][i])
     jv.draw_joint(e, k=1, path=tmp_path / "j.png")
-    st = explain(model, q, ns, method="shapleytaylor", n_segments=4, compactness=100.0, n_masks=16)
+    st = explain(model, q, ns, method="shapleytaylor", segmentation="slic:n=4,compactness=100", n_samples=16)
     fig = jv.draw_joint(st, k=1, point=(10, 10), path=tmp_path / "s.png")
     assert fig.axes[1].images  # heat map painted on neighbour 1's superpixels

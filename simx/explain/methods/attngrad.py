@@ -75,7 +75,7 @@ def _forward(ctx: PairContext, x: torch.Tensor):
             emb, grid = ctx.model.run_from_input(x.detach().clone().requires_grad_(True), attention=sink)
         except SimxError as exc:
             raise ExplainError(f"attngrad: {exc}") from None
-    ctx.cost.forward += int(x.shape[0])
+    ctx.count(forward=int(x.shape[0]))
     return emb, sink, grid
 
 
@@ -95,19 +95,24 @@ def query_maps(ctx: PairContext) -> torch.Tensor:
     eye = torch.eye(ctx.k, device=sims.device, dtype=sims.dtype)
     try:
         grads = torch.autograd.grad(sims, attn, grad_outputs=eye, is_grads_batched=True, retain_graph=True)
-        ctx.cost.backward += 1
+        ctx.count(backward=1)
         grads = [g[:, 0] for g in grads]  # (K, heads, T, T): row k is d s_k / d A_l(x)
     except RuntimeError:  # an op without a batching rule: one backward per neighbour
         per_k = [torch.autograd.grad(sims[k], attn, retain_graph=True) for k in range(ctx.k)]
-        ctx.cost.backward += ctx.k
+        ctx.count(backward=ctx.k)
         grads = [torch.cat([g[layer] for g in per_k]) for layer in range(len(attn))]
     attn = [a.detach().expand(ctx.k, *a.shape[1:]) for a in attn]
     return _maps(ctx, attn, grads, grid)
 
 
+def passes(k: int, side: str, size: tuple[int, int], params: dict) -> tuple[int, int]:
+    """A forward with the attention graph of each explained image and one backward pass per side."""
+    return (1 if side == "query" else k), 1
+
+
 @register("attngrad", "Gradient-weighted attention rollout with the similarity as target (Chefer et al. 2021, "
           "LeGrad-style); transformers with global attention; all K pairs in one backward pass per side",
-          kind="gradient", needs_features=True)
+          kind="gradient", needs_features=True, passes=passes)
 def attribute(ctx: PairContext, side: str) -> MethodOutput:
     _check(ctx)
     out = MethodOutput(params={"rule": "R = prod (I + mean_h ReLU(dA * A))", "metric": ctx.model.metric})

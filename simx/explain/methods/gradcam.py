@@ -65,8 +65,13 @@ def side_gradients(ctx: PairContext, which: str, score) -> tuple[torch.Tensor, t
     return leaf.detach(), grad.detach()
 
 
+def passes(k: int, side: str, size: tuple[int, int], params: dict) -> tuple[int, int]:
+    """One backward pass per side for all K pairs (through the head only for a pooled model)."""
+    return 0, 1
+
+
 @register("gradcam", "Grad-CAM with the similarity as target (2.1); one backward pass per side for all K pairs",
-          kind="gradient", needs_features=True, contrast={"relu": False})
+          kind="gradient", needs_features=True, contrast={"relu": False}, passes=passes)
 def attribute(ctx: PairContext, side: str, relu: bool = True) -> MethodOutput:
     relu = bool(relu)
     out = MethodOutput(params={"relu": relu, "layer": ctx.model.layer, "metric": ctx.model.metric})

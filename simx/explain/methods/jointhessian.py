@@ -157,7 +157,7 @@ def _pooled(ctx: PairContext, metric: str, fixed_norms: bool):
         v = model.head(py[:, :, None, None].expand(kk, c, h2, w2))
         s = pair_similarity(metric, u, v, fixed_norms, norms)
         gx, gy = torch.autograd.grad(s.sum(), [px, py], create_graph=True)  # (K, C) each
-        ctx.cost.backward += 1
+        ctx.count(backward=1)
         if nx < c:
             a = gx @ (xs / nx)  # (K, n_x): <ds/dp(x), F(x)_i / n_x>
             rows = _batched_vjp(a, py, nx)  # (n_x, K, C): F(x)_i^T H_k / n_x
@@ -167,7 +167,7 @@ def _pooled(ctx: PairContext, metric: str, fixed_norms: bool):
             hess = _batched_vjp(gx, py, c)  # (C, K, C'): H_k[c, c']
             joint = torch.einsum("ci,ckd,kdj->kij", xs / nx, hess, ys / ny)
             n_vec = c
-        ctx.cost.backward += 1
+        ctx.count(backward=1)
     qmap = torch.einsum("kc,ci->ki", gx.detach(), xs) / nx
     nmap = torch.einsum("kc,kcj->kj", gy.detach(), ys) / ny
     return joint.detach(), qmap, nmap, {"vjp_vectors": n_vec}
@@ -184,10 +184,10 @@ def _positions(ctx: PairContext, metric: str, fixed_norms: bool):
     with torch.enable_grad():
         s = pair_similarity(metric, model.head(fxr), model.head(fyr), fixed_norms, norms)
         gx, gy = torch.autograd.grad(s.sum(), [fxr, fyr], create_graph=True)
-        ctx.cost.backward += 1
+        ctx.count(backward=1)
         a = (gx * fx).sum(1).reshape(kk, nx)  # first-order Taylor term of every query position
         rows = _batched_vjp(a, fyr, nx, chunk=max(1, min(256, (1 << 26) // max(1, kk * c * ny))))
-        ctx.cost.backward += 1
+        ctx.count(backward=1)
     joint = (rows * fy.unsqueeze(0)).sum(2).reshape(nx, kk, ny).permute(1, 0, 2)
     qmap = a.detach()
     nmap = (gy.detach() * fy).sum(1).reshape(kk, ny)
@@ -195,7 +195,8 @@ def _positions(ctx: PairContext, metric: str, fixed_norms: bool):
 
 
 @register("jointhessian", "Joint map from the Hessian of the similarity (second-order Taylor, 6.7) for any "
-          "differentiable head; closed form for linear heads", kind="joint", needs_features=True)
+          "differentiable head; closed form for linear heads", kind="joint", needs_features=True,
+          passes=lambda k, side, size, params: (0, 2))
 def attribute(ctx: PairContext, side: str = "both", form: str = "auto", fixed_norms: bool = False) -> MethodOutput:
     metric = ctx.model.metric
     if form not in FORMS:

@@ -37,7 +37,7 @@ import torch
 from ..base import MethodOutput, register
 from ..engine import PairContext
 from ..masks import sliding_window_masks, window_boxes
-from .sbsm import default_window
+from .sbsm import default_window, n_windows
 from ..views import cell_index_map, grid_cells
 
 
@@ -67,7 +67,8 @@ def first_order(deltas: torch.Tensor, occluded: torch.Tensor) -> torch.Tensor:
 
 
 @register("jointsbsm", "Joint occlusion: discrete mixed derivative over window pairs of both images, spread to "
-          "cells with coverage normalisation (6.7, 3.2); black-box", kind="joint", needs_features=False)
+          "cells with coverage normalisation (6.7, 3.2); black-box", kind="joint", needs_features=False,
+          passes=lambda k, side, size, params: ((1 + k) * n_windows(size, params), 0))
 def attribute(ctx: PairContext, side: str = "both", window: int | tuple[int, int] | None = None,
               stride: int | tuple[int, int] | None = None, baseline: str | float | torch.Tensor = "black",
               grid: int | tuple[int, int] | None = None) -> MethodOutput:

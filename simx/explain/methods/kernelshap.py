@@ -1,7 +1,7 @@
 """``kernelshap``: Kernel SHAP on superpixels, adapted to similarity (methods.md 3.6, 6.5; checks of 10.1).
 
-Players are the M superpixels of the explained image (SLIC on the display image, ``n_segments=50``,
-``compactness=20``, ``sigma=1``, see :mod:`simx.explain.superpixels`; ``segmentation="quickshift"`` optional).
+Players are the M superpixels of the explained image (``segmentation="slic:n=50,compactness=20,sigma=1"`` on the
+display image, see :mod:`simx.explain.superpixels`; ``"quickshift"`` optional).
 For a coalition z in {0, 1}^M the explained image is ``mask(y, z) = m_z * y + (1 - m_z) * b`` with
 ``m_z(u) = z[segment(u)]``, and the value is Hamilton's first-order value function with the model's own
 similarity (methods.md 6.1)::
@@ -41,9 +41,10 @@ import math
 import numpy as np
 import torch
 
+from ...errors import ExplainError
 from ..base import MethodOutput, register
 from ..engine import PairContext
-from ..superpixels import coalition_scores, image_segments, paint
+from ..superpixels import coalition_scores, image_segments, method_segmentation, paint, parse_segmentation
 
 
 def size_mass(m: int) -> np.ndarray:
@@ -129,7 +130,7 @@ def _explain_image(ctx: PairContext, which: int | None, segments: np.ndarray, n_
     m = int(segments.max()) + 1
     n = int(n_samples) if n_samples is not None else 2 * m + 2048
     if n < 3 and m > 1:
-        raise ValueError(f"kernelshap needs n_samples >= 3 (empty, full and one coalition), got {n}")
+        raise ExplainError(f"kernelshap needs n_samples >= 3 (empty, full and one coalition), got {n}")
     z, w = sample_coalitions(m, n - 2, ctx.generator(offset), paired=paired)
     coalitions = np.concatenate([np.zeros((1, m), np.uint8), z])  # the empty coalition rides in the first batch
     scores = coalition_scores(ctx, which, segments, coalitions, baseline)
@@ -140,18 +141,27 @@ def _explain_image(ctx: PairContext, which: int | None, segments: np.ndarray, n_
     return phi, scores[0], len(coalitions) + 1
 
 
+def passes(k: int, side: str, size: tuple[int, int], params: dict) -> tuple[int, int]:
+    """``n_samples - 1`` forwards per explained image (at most the 2^M - 1 coalitions but the full one), M taken as
+    the number of superpixels the segmentation asks for."""
+    m = parse_segmentation(params.get("segmentation", "slic")).n
+    n = params.get("n_samples")
+    n = int(n) if n is not None else 2 * m + 2048
+    per_image = min(n - 1, 2**min(m, 40) - 1)
+    return (per_image if side == "query" else k * per_image), 0
+
+
 @register("kernelshap", "Kernel SHAP on SLIC superpixels with the similarity as value, exact efficiency (3.6)",
-          kind="perturbation", needs_features=False, contrast={})
+          kind="perturbation", needs_features=False, contrast={}, passes=passes)
 def attribute(ctx: PairContext, side: str, n_samples: int | None = None, baseline: str | float | torch.Tensor = "mean",
-              paired: bool = True, segmentation: str = "slic", n_segments: int = 50, compactness: float = 20.0,
-              sigma: float = 1.0, kernel_size: float = 4, max_dist: float = 200, ratio: float = 0.2) -> MethodOutput:
-    seg_args = dict(segmentation=segmentation, n_segments=n_segments, compactness=compactness, sigma=sigma,
-                    kernel_size=kernel_size, max_dist=max_dist, ratio=ratio)
+              paired: bool = True, segmentation: str = "slic") -> MethodOutput:
+    seg_spec = method_segmentation(segmentation)
     out = MethodOutput(params={"n_samples": n_samples if n_samples is not None else "2M+2048",
                                "baseline": baseline if not isinstance(baseline, torch.Tensor) else "tensor",
-                               "paired": paired, **seg_args, "value": f"similarity ({ctx.model.metric})"})
+                               "paired": paired, "segmentation": str(seg_spec),
+                               "value": f"similarity ({ctx.model.metric})"})
     if side in ("query", "both"):
-        seg = image_segments(ctx, ctx.query[0], **seg_args)
+        seg = image_segments(ctx, ctx.query[0], seg_spec)
         phi, phi0, evals = _explain_image(ctx, None, seg, n_samples, paired, baseline, offset=0)
         out.query_maps = paint(phi.T, seg)
         out.extras.update(query_values=phi.T.astype(np.float32), query_phi0=phi0.astype(np.float32),
@@ -159,7 +169,7 @@ def attribute(ctx: PairContext, side: str, n_samples: int | None = None, baselin
     if side in ("neighbour", "both"):
         maps, values, phi0s, segs, evals = [], [], [], [], []
         for k in range(ctx.k):
-            seg = image_segments(ctx, ctx.neighbours[k], **seg_args)
+            seg = image_segments(ctx, ctx.neighbours[k], seg_spec)
             phi, phi0, ev = _explain_image(ctx, k, seg, n_samples, paired, baseline, offset=1 + k)
             maps.append(paint(phi[:, 0], seg))
             values.append(phi[:, 0].astype(np.float32))

@@ -3,8 +3,8 @@
 Follows ``lime_image`` (marcotcr/lime) as methods.md 3.5 reads it, with the similarity as the target:
 
 * features: superpixels of the display image (the model input through the *true* inverse of its normalisation,
-  ``model.preprocessing.denormalise``), by default quickshift(kernel_size=4, max_dist=200, ratio=0.2), seeded;
-  ``segmentation="slic"`` (``n_segments=50``, ``compactness=20``, ``sigma=1``) is the alternative;
+  ``model.preprocessing.denormalise``), by default ``segmentation="quickshift:kernel_size=4,max_dist=200,ratio=0.2"``,
+  seeded; ``"slic:n=50,compactness=20,sigma=1"`` is the alternative (:func:`simx.explain.superpixels.parse_segmentation`);
 * samples: ``n_samples = 1000`` binary vectors z in {0, 1}^M, i.i.d. Bernoulli(1/2) per superpixel
   (``lime_image``'s ``randint(0, 2)``), the first one all ones (the unperturbed image; its value is the cached
   unperturbed similarity, so ``n_samples - 1`` forwards per explained image);
@@ -30,9 +30,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ...errors import ExplainError
 from ..base import MethodOutput, register
 from ..engine import PairContext
-from ..superpixels import coalition_scores, image_segments, paint
+from ..superpixels import coalition_scores, image_segments, method_segmentation, paint
 
 
 def lime_samples(m: int, n_samples: int, rng: np.random.Generator) -> np.ndarray:
@@ -84,22 +85,25 @@ def _explain_image(ctx: PairContext, which: int | None, segments: np.ndarray, n_
     return weighted_ridge(z, f, lime_weights(z, kernel_width), alpha)
 
 
+def passes(k: int, side: str, size: tuple[int, int], params: dict) -> tuple[int, int]:
+    """``n_samples - 1`` forwards per explained image (the all-ones sample is the cached unperturbed pass)."""
+    n = int(params.get("n_samples", 1000)) - 1
+    return (n if side == "query" else k * n), 0
+
+
 @register("lime", "LIME on quickshift superpixels with the similarity as target, ridge surrogate (3.5)",
-          kind="perturbation", needs_features=False, contrast={})
+          kind="perturbation", needs_features=False, contrast={}, passes=passes)
 def attribute(ctx: PairContext, side: str, n_samples: int = 1000, baseline: str | float | torch.Tensor = "segment_mean",
-              kernel_width: float = 0.25, alpha: float = 1.0, segmentation: str = "quickshift", n_segments: int = 50,
-              compactness: float = 20.0, sigma: float = 1.0, kernel_size: float = 4, max_dist: float = 200,
-              ratio: float = 0.2) -> MethodOutput:
-    if n_samples < 2:
-        raise ValueError(f"lime needs n_samples >= 2, got {n_samples}")
-    seg_args = dict(segmentation=segmentation, n_segments=n_segments, compactness=compactness, sigma=sigma,
-                    kernel_size=kernel_size, max_dist=max_dist, ratio=ratio)
+              kernel_width: float = 0.25, alpha: float = 1.0, segmentation: str = "quickshift") -> MethodOutput:
+    if int(n_samples) < 2:
+        raise ExplainError(f"lime needs n_samples >= 2, got {n_samples}")
+    seg_spec = method_segmentation(segmentation)
     out = MethodOutput(params={"n_samples": int(n_samples),
                                "baseline": baseline if not isinstance(baseline, torch.Tensor) else "tensor",
-                               "kernel_width": kernel_width, "alpha": alpha, **seg_args,
+                               "kernel_width": kernel_width, "alpha": alpha, "segmentation": str(seg_spec),
                                "target": f"similarity ({ctx.model.metric})"})
     if side in ("query", "both"):
-        seg = image_segments(ctx, ctx.query[0], **seg_args)
+        seg = image_segments(ctx, ctx.query[0], seg_spec)
         coef, icpt, r2 = _explain_image(ctx, None, seg, n_samples, kernel_width, alpha, baseline, offset=0)
         out.query_maps = paint(coef.T, seg)
         out.extras.update(query_values=coef.T.astype(np.float32), query_intercept=icpt.astype(np.float32),
@@ -107,7 +111,7 @@ def attribute(ctx: PairContext, side: str, n_samples: int = 1000, baseline: str 
     if side in ("neighbour", "both"):
         maps, values, icpts, r2s, segs = [], [], [], [], []
         for k in range(ctx.k):
-            seg = image_segments(ctx, ctx.neighbours[k], **seg_args)
+            seg = image_segments(ctx, ctx.neighbours[k], seg_spec)
             coef, icpt, r2 = _explain_image(ctx, k, seg, n_samples, kernel_width, alpha, baseline, offset=1 + k)
             maps.append(paint(coef[:, 0], seg))
             values.append(coef[:, 0].astype(np.float32))

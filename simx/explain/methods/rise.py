@@ -33,8 +33,14 @@ from ..masks import RiseMasks, chunks
 from ..superpixels import chunk_size
 
 
+def passes(k: int, side: str, size: tuple[int, int], params: dict) -> tuple[int, int]:
+    """N forwards on the query side (shared by all K neighbours), K N on the neighbour side."""
+    n = int(params.get("n_samples", 2000))
+    return (n if side == "query" else k * n), 0
+
+
 @register("rise", "RISE: random smooth masks, coverage-normalised similarity-weighted sum (3.3)",
-          kind="perturbation", needs_features=False, contrast={})
+          kind="perturbation", needs_features=False, contrast={}, passes=passes)
 def attribute(ctx: PairContext, side: str, n_samples: int = 2000, s: int = 8, p: float = 0.5,
               baseline: str | float | torch.Tensor = "mean") -> MethodOutput:
     h, w = ctx.size

@@ -103,7 +103,7 @@ def _per_pair(value: Any, k: int, what: str) -> list[Any]:
 
 
 def _saliency(ctx: PairContext, method: str, side: str, n_samples: int | None, params: dict[str, Any]) -> Any:
-    from .. import explain
+    from ..engine import explain
 
     if method == "sane" or method not in REGISTRY:
         raise ExplainError(f"sane: unknown saliency method {method!r}; choose one of "
@@ -112,7 +112,7 @@ def _saliency(ctx: PairContext, method: str, side: str, n_samples: int | None, p
     if n_samples is not None and "n_samples" in inspect.signature(REGISTRY[method].fn).parameters:
         kwargs.setdefault("n_samples", int(n_samples))
     exp = explain(ctx.model, ctx.query[0], ctx.neighbours, method=method, side=side, seed=ctx.seed,
-                  batch_size=ctx.batch_size, **kwargs)
+                  batch_size=ctx.batch_size, progress=ctx.progress, **kwargs)  # its passes tick the same bar
     ctx.cost.forward += exp.cost.forward
     ctx.cost.backward += exp.cost.backward
     return exp
@@ -146,9 +146,27 @@ def _rank(names: Sequence[str], cand: np.ndarray, conf: np.ndarray, conf_other: 
              "rank_score": float(key[i])} for i in order]
 
 
+def passes(k: int, side: str, size: tuple[int, int], params: dict) -> tuple[int, int]:
+    """The saliency method's passes on this side (none when ``saliency_maps`` are given) plus, with removal, at
+    most one forward per (pair, candidate) (the candidate count is only known once the attributes are predicted,
+    so this is the bound ``max_candidates``)."""
+    forward = backward = 0
+    if not (params.get("saliency_maps") or {}).get(side):
+        saliency = REGISTRY.get(params.get("saliency", "rise"))
+        sub = dict(params.get("saliency_params") or {})
+        n_samples = params.get("n_samples", 500)
+        if saliency is not None and n_samples is not None and "n_samples" in inspect.signature(saliency.fn).parameters:
+            sub.setdefault("n_samples", int(n_samples))
+        if saliency is not None and saliency.passes is not None:
+            forward, backward = saliency.passes(k, side, size, sub)
+    if params.get("removal", True):
+        forward += k * int(params.get("max_candidates") or 25)
+    return forward, backward
+
+
 @register("sane", "SANE: the shared attribute that best explains the match, ranked by confidence, saliency "
           "matching and removal (4.4); needs a trained attribute predictor or the default model's ImageNet classes",
-          kind="attribute", needs_features=True)
+          kind="attribute", needs_features=True, passes=passes)
 def attribute(ctx: PairContext, side: str, predictor: Any = None, saliency: str = "rise", n_samples: int | None = 500,
               saliency_params: dict[str, Any] | None = None, attr_weight: float = 0.5, removal_weight: float = 0.0,
               removal_fraction: float = 0.15, baseline: str | float = "mean", candidates: str = "shared",

@@ -85,8 +85,22 @@ def saliency(deltas: torch.Tensor, occluded: torch.Tensor, scale: bool = True) -
     return sal.clamp(-1, 1).reshape(-1, h, w)
 
 
+def n_windows(size: tuple[int, int], params: dict) -> int:
+    """How many windows the sliding window of ``params`` (defaults: :func:`default_window`) places on ``size``."""
+    dw, ds = default_window(max(size))
+    window = params.get("window") if params.get("window") is not None else dw
+    stride = params.get("stride") if params.get("stride") is not None else ds
+    return len(window_boxes(size, window, stride))
+
+
+def passes(k: int, side: str, size: tuple[int, int], params: dict) -> tuple[int, int]:
+    """One forward per window per explained image; the query's are shared by all K neighbours."""
+    n = n_windows(size, params)
+    return (n if side == "query" else k * n), 0
+
+
 @register("sbsm", "SBSM: sliding-window occlusion, increase in embedding distance per window (3.2, XAITK)",
-          kind="perturbation", needs_features=False, contrast={"signed": True})
+          kind="perturbation", needs_features=False, contrast={"signed": True}, passes=passes)
 def attribute(ctx: PairContext, side: str, window: int | tuple[int, int] | None = None,
               stride: int | tuple[int, int] | None = None, distance: str = "auto",
               baseline: str | float | torch.Tensor = "black", signed: bool = False) -> MethodOutput:

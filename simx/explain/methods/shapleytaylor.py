@@ -55,10 +55,11 @@ Forwards per pair: A + n_x + 1 on the query side (shared by all K neighbours) pl
 ``design="exact"``: all 2^n_x query coalitions times all 2^n_y neighbour coalitions, i.e. every coalition of the
 joint game from 2^n_x + 2^n_y forwards, then :func:`exact_indices` (validation on down-sized games, 11.3 step 5).
 
-Defaults: SLIC on the display image (``simx.explain.superpixels``), ``n_segments=16`` per image (9-15 superpixels
-on the 224 px demo scenes; 11.3 suggests 20-50, fewer keep the n(n - 1)/2 parameters fittable from a few hundred
-forwards), ``compactness=10``, ``n_masks=128`` per side (16,384 coalitions, 30-60 x the parameter count at 20-30
-players), ``baseline="mean"`` (zero in normalised space, as kernelshap). Cells are the superpixels:
+Defaults: SLIC on the display image (``simx.explain.superpixels``), ``n=16`` superpixels per image (9-15 on the
+224 px demo scenes; 11.3 suggests 20-50, fewer keep the n(n - 1)/2 parameters fittable from a few hundred forwards),
+``compactness=10`` (so ``segmentation="slic:n=16,compactness=10,sigma=1"``; keys a spec leaves out take these
+values), ``n_samples=128`` masks per side, an int or a pair (A, B) (16,384 coalitions, 30-60 x the parameter count
+at 20-30 players), ``baseline="mean"`` (zero in normalised space, as kernelshap). Cells are the superpixels:
 ``query_cells`` {"kind": "segments", "segments": (H, W)}, ``neighbour_cells`` with (K, H, W) segments; ``joint`` is
 zero-padded to the widest neighbour.
 Marginals: ``query_maps`` / ``neighbour_maps`` paint the Shapley value of each player in the fitted quadratic
@@ -78,7 +79,7 @@ from ...errors import ExplainError
 from ..base import MethodOutput, register
 from ..engine import PairContext
 from ..masks import coalition_masks
-from ..superpixels import chunk_size, resolve_baseline, segment
+from ..superpixels import chunk_size, method_segmentation, resolve_baseline, segment
 from ..views import segment_cells
 
 ValueFn = Callable[[np.ndarray], np.ndarray]
@@ -461,19 +462,46 @@ def _embed_coalitions(ctx: PairContext, image: torch.Tensor, segments: np.ndarra
 DESIGNS = ("product", "exact")
 
 
+#: shapleytaylor's own segmentation defaults (fewer, rounder superpixels than kernelshap's, see above).
+SEGMENTATION_DEFAULTS = {"n": 16, "compactness": 10.0}
+
+
+def _side_masks(n_samples: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(n_samples, (int, np.integer)):
+        return int(n_samples), int(n_samples)
+    try:
+        a, b = n_samples
+        return int(a), int(b)
+    except (TypeError, ValueError):
+        raise ExplainError(f"shapleytaylor: n_samples is masks per side, an int or a pair (A, B); got {n_samples!r}") \
+            from None
+
+
+def passes(k: int, side: str, size: tuple[int, int], params: dict) -> tuple[int, int]:
+    """A + n_x + 1 forwards on the query side plus B + n_y + 1 per neighbour (product design; a side's masks stop
+    at its 2^n coalitions), n the superpixels the segmentation asks for; 2^n_x + K 2^n_y for ``design="exact"``."""
+    n = method_segmentation(params.get("segmentation", "slic"), **SEGMENTATION_DEFAULTS).n
+    if params.get("design", "product") == "exact":
+        return (1 + k) * 2**min(n, 40), 0
+    a, b = _side_masks(params.get("n_samples", 128))
+    full = 2**min(n, 40)
+    return min(a, full) + n + 1 + k * (min(b, full) + n + 1), 0
+
+
 @register("shapleytaylor", "Kernel Shapley-Taylor joint indices on superpixels of both images (6.4), product "
-          "design: A + B forwards give A x B coalitions; black-box", kind="joint", needs_features=False)
-def attribute(ctx: PairContext, side: str = "both", n_segments: int = 16, compactness: float = 10.0,
-              n_masks: int | tuple[int, int] = 128, baseline: str | float | torch.Tensor = "mean",
-              segmentation: str = "slic", design: str = "product", max_exact_players: int = 12) -> MethodOutput:
+          "design: A + B forwards give A x B coalitions; black-box", kind="joint", needs_features=False,
+          passes=passes)
+def attribute(ctx: PairContext, side: str = "both", n_samples: int | tuple[int, int] = 128,
+              baseline: str | float | torch.Tensor = "mean", segmentation: str = "slic", design: str = "product",
+              max_exact_players: int = 12) -> MethodOutput:
     if design not in DESIGNS:
         raise ExplainError(f"shapleytaylor: design must be one of {', '.join(DESIGNS)}, got {design!r}")
-    a_masks, b_masks = (n_masks, n_masks) if isinstance(n_masks, (int, np.integer)) else n_masks
+    a_masks, b_masks = _side_masks(n_samples)
+    seg_spec = method_segmentation(segmentation, **SEGMENTATION_DEFAULTS)
     metric_sim = ctx.model.similarity
 
     def segs(img: torch.Tensor) -> np.ndarray:
-        return segment(ctx.display_image(img), segmentation, n_segments=n_segments, compactness=compactness,
-                       seed=ctx.seed)
+        return segment(ctx.display_image(img), seg_spec, seed=ctx.seed)
 
     seg_x = segs(ctx.query[0])
     nx = int(seg_x.max()) + 1
@@ -481,8 +509,8 @@ def attribute(ctx: PairContext, side: str = "both", n_segments: int = 16, compac
     eq = ctx.query_embedding
     if design == "exact":
         if nx > max_exact_players:
-            raise ExplainError(f"design='exact' enumerates 2^{nx} query coalitions; lower n_segments or raise "
-                               "max_exact_players")
+            raise ExplainError(f"design='exact' enumerates 2^{nx} query coalitions; ask for fewer superpixels "
+                               "(segmentation='slic:n=8') or raise max_exact_players")
         zx = all_coalitions(nx)
         rx = None
     else:
@@ -529,8 +557,8 @@ def attribute(ctx: PairContext, side: str = "both", n_segments: int = 16, compac
         shap = phi + 0.5 * pairs.sum(1)  # Shapley values of the quadratic surrogate
         qmaps.append(shap[:nx][seg_x])
         nmaps.append(shap[nx:][seg_ys[k]])
-    out = MethodOutput(params={"n_segments": n_segments, "compactness": compactness, "segmentation": segmentation,
-                               "n_masks": (int(a_masks), int(b_masks)), "design": design,
+    out = MethodOutput(params={"segmentation": str(seg_spec), "n_samples": (int(a_masks), int(b_masks)),
+                               "design": design,
                                "baseline": baseline if not isinstance(baseline, torch.Tensor) else "tensor"})
     out.joint = joint
     out.query_cells = segment_cells(seg_x)

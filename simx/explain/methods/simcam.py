@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..base import MethodOutput, register
 from ..engine import PairContext
-from .gradcam import grad_cam_maps, side_gradients
+from .gradcam import grad_cam_maps, passes, side_gradients
 
 
 def pair_weights(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
@@ -41,7 +41,7 @@ def pair_weights(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
 
 
 @register("simcam", "Zheng et al. gradient similarity attention, similar-pair weights w = clamp(1-|fx-fy|, 0) (2.3)",
-          kind="gradient", needs_features=True, contrast={"relu": False})
+          kind="gradient", needs_features=True, contrast={"relu": False}, passes=passes)
 def attribute(ctx: PairContext, side: str, stop_gradient: bool = True, relu: bool = True) -> MethodOutput:
     stop_gradient, relu = bool(stop_gradient), bool(relu)
     out = MethodOutput(params={"stop_gradient": stop_gradient, "relu": relu, "clamp": "w = max(1 - |fx - fy|, 0)",
