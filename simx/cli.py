@@ -31,7 +31,8 @@ from .errors import SimxError, UsageError
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], "int | None"], str]
 COMMANDS: list[Command] = []
 #: One-line help of command groups (the first word of multi-word command names).
-GROUPS: dict[str, str] = {"index": "build, update, list and inspect indexes"}
+GROUPS: dict[str, str] = {"index": "build, update, list and inspect indexes",
+                          "labels": "export and import the verdicts people gave in the dashboard"}
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -313,6 +314,76 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return run_dashboard(index=args.index, root=args.root, port=args.port, address=args.address)
 
 
+# ------------------------------------------------------------------------------------------ labels export / import
+
+
+def add_labels_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="INDEX", help="index whose labels to export")
+    p.add_argument("--format", choices=("csv", "jsonl", "triplets"), default="csv",
+                   help="csv / jsonl: one row per label with every column; triplets: (query, positive, negative) "
+                        "hard-negative rows for retraining (CSV, or JSON lines when --out ends in .jsonl)")
+    p.add_argument("--out", metavar="FILE", default=None, help="write to FILE (atomically) instead of stdout")
+    p.add_argument("--verdict", choices=("good", "bad"), default=None, help="only this verdict")
+    p.add_argument("--user", action="append", default=None, metavar="NAME", help="only this labeller (repeatable)")
+    p.add_argument("-k", type=int, default=10,
+                   help="triplets: how many retrieved neighbours of a query may serve as same-label positives")
+    p.add_argument("--to-fiftyone", metavar="DATASET", default=None,
+                   help="instead of a file, write the verdicts into a FiftyOne dataset as sample tags "
+                        "(simx:good / simx:bad on the neighbour, with the query id in simx_label_pairs)")
+    p.add_argument("--labels-url", metavar="URL", default=None,
+                   help="label database (default: $SIMX_LABELS_URL, else labels.sqlite beside the index)")
+    _add_root(p)
+
+
+def cmd_labels_export(args: argparse.Namespace) -> int:
+    from .index import open_index
+    from .labels import open_labels
+    from .labels_io import export_labels
+
+    index = open_index(args.name, root=args.root)
+    store = open_labels(index.name, root=args.root, url=args.labels_url)
+    if args.to_fiftyone:
+        from .fiftyone_io import export_verdicts
+
+        n = export_verdicts(store, index, args.to_fiftyone, user=args.user)
+        print(f"{n} verdicts of index {index.name!r} written to FiftyOne dataset {args.to_fiftyone!r} as tags",
+              file=sys.stderr)
+        return 0
+    filters = {key: value for key, value in (("verdict", args.verdict), ("user", args.user)) if value}
+    text = export_labels(store, index, args.format, target=args.out, k=args.k, **filters)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        rows = max(0, text.count("\n") - (0 if args.format == "jsonl" or args.out.endswith(".jsonl") else 1))
+        print(f"{rows} {'triplets' if args.format == 'triplets' else 'labels'} written to {args.out}",
+              file=sys.stderr)
+    return 0
+
+
+def add_labels_import(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="INDEX", help="index the labels belong to")
+    p.add_argument("file", metavar="FILE", help="a CSV or JSONL file written by `simx labels export` or the "
+                   "Labels page")
+    p.add_argument("--keep-index", action="store_true",
+                   help="keep each row's own index column (default: the rows become labels of INDEX)")
+    p.add_argument("--labels-url", metavar="URL", default=None,
+                   help="label database (default: $SIMX_LABELS_URL, else labels.sqlite beside the index)")
+    _add_root(p)
+
+
+def cmd_labels_import(args: argparse.Namespace) -> int:
+    from .index import open_index
+    from .labels import open_labels
+    from .labels_io import read_label_file
+
+    index = open_index(args.name, root=args.root)
+    store = open_labels(index.name, root=args.root, url=args.labels_url)
+    result = store.import_labels(read_label_file(args.file), index=None if args.keep_index else index.name)
+    print(f"{args.file}: {result['added']} added, {result['replaced']} replaced by newer verdicts, "
+          f"{result['kept_newer']} kept (the store's verdict was newer)")
+    return 0
+
+
 COMMANDS.extend([
     ("dashboard", add_dashboard, cmd_dashboard, "serve the dashboard in the browser (Streamlit) on the indexes"),
     ("index build", add_index_build, cmd_index_build,
@@ -321,6 +392,10 @@ COMMANDS.extend([
     ("index info", add_index_info, cmd_index_info, "show how an index was built: model, FAISS, counts, skipped files"),
     ("search", add_search, cmd_search, "nearest neighbours of a gallery id or an image file"),
     ("eval", add_eval, cmd_eval, "leave-one-out retrieval metrics (P@1, P@k, R@k, mAP@k) of a labelled index"),
+    ("labels export", add_labels_export, cmd_labels_export,
+     "write an index's labels as CSV, JSON lines or hard-negative triplets (or into FiftyOne as tags)"),
+    ("labels import", add_labels_import, cmd_labels_import,
+     "merge a CSV / JSONL label export into an index's label store (newer verdicts win)"),
 ])
 
 

@@ -316,8 +316,12 @@ def _plain(v: Any) -> Any:
 
 
 def open_gallery(source: str | os.PathLike) -> list[Item]:
-    """Items of a folder or a manifest (``.csv``, ``.parquet``). Raises :class:`GalleryError` if it is neither
-    or holds no image."""
+    """Items of a folder, a manifest (``.csv``, ``.parquet``) or a FiftyOne dataset (``fiftyone:NAME``, see
+    :mod:`simx.fiftyone_io`). Raises :class:`GalleryError` if it is none of these or holds no image."""
+    if isinstance(source, str) and source.startswith("fiftyone:"):
+        from .fiftyone_io import gallery_items
+
+        return gallery_items(source)
     src = Path(source)
     if src.is_dir():
         items = _folder_items(src)
@@ -330,6 +334,13 @@ def open_gallery(source: str | os.PathLike) -> list[Item]:
     if not items:
         raise GalleryError(f"no images in {src} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return items
+
+
+def gallery_source(source: str | os.PathLike) -> str | Path:
+    """``source`` as an index records it: a ``fiftyone:NAME`` string as it is, a path made absolute."""
+    if isinstance(source, str) and source.startswith("fiftyone:"):
+        return source
+    return Path(os.path.abspath(os.fspath(source)))
 
 
 def items_to_records(items: Iterable[Item]) -> list[dict[str, Any]]:

@@ -117,7 +117,7 @@ class _EventRow(_Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     label_id: Mapped[int] = mapped_column(Integer, index=True)
-    action: Mapped[str] = mapped_column(String(8))  # put, update, delete
+    action: Mapped[str] = mapped_column(String(8))  # put, update, delete, import
     index_name: Mapped[str] = mapped_column(String(128))
     query_id: Mapped[str] = mapped_column(String(1024))
     neighbour_id: Mapped[str] = mapped_column(String(1024))
@@ -503,6 +503,46 @@ class LabelStore:
             df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")
         return df
 
+    # -- import --------------------------------------------------------------------------------------------
+    def import_labels(self, rows: Iterable[Mapping[str, Any]], index: str | None = None) -> dict[str, int]:
+        """Merge exported labels (rows of :meth:`export_csv` / :meth:`export_jsonl`) into this store.
+
+        Each row is checked first (verdict, reason, ids, user, timestamps); one bad row refuses the whole import
+        with the numbers of every bad row, and nothing is written. Then, in one transaction, a row becomes the
+        current verdict of its (index, query, neighbour, user) unless the store already holds a newer one
+        (``updated`` later): merging two team members' exports in any order gives the same store. ``index``
+        overrides the rows' index (importing another index's labels). Every applied row is logged as an
+        ``import`` event. Returns ``{"added": n, "replaced": n, "kept_newer": n}``.
+        """
+        parsed, problems = [], []
+        for i, row in enumerate(rows, start=1):
+            try:
+                parsed.append(_import_row(row, index))
+            except (LabelError, ValueError, TypeError) as exc:
+                problems.append(f"row {i}: {exc}")
+        if problems:
+            shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+            raise LabelError(f"nothing imported, {len(problems)} bad row(s): {shown}")
+        table = _LabelRow.__table__
+        out = {"added": 0, "replaced": 0, "kept_newer": 0}
+        with self.engine.begin() as conn:
+            for values in parsed:
+                key = (table.c.index_name == values["index_name"], table.c.query_id == values["query_id"],
+                       table.c.neighbour_id == values["neighbour_id"], table.c.user == values["user"])
+                current = conn.execute(select(table.c.id, table.c.updated).where(*key)).one_or_none()
+                if current is None:
+                    conn.execute(table.insert().values(**values))
+                    out["added"] += 1
+                elif current.updated < values["updated"]:
+                    conn.execute(table.update().where(*key).values(
+                        **{k: values[k] for k in ("model", "rank", "score", "verdict", "reason", "note", "updated")}))
+                    out["replaced"] += 1
+                else:
+                    out["kept_newer"] += 1
+                    continue
+                self._event(conn, "import", conn.execute(select(table).where(*key)).one())
+        return out
+
     # -- exports ---------------------------------------------------------------------------------------------
     def export_csv(self, target: str | os.PathLike | IO[str] | None = None, **filters: Any) -> str:
         """Write the filtered labels as CSV (header = :data:`COLUMNS`); returns the text."""
@@ -584,6 +624,29 @@ class LabelStore:
             w.writerows(rows)
             text = buf.getvalue()
         return _emit(text, target)
+
+
+def _import_row(row: Mapping[str, Any], index: str | None) -> dict[str, Any]:
+    """One exported row as column values of ``labels`` (raises LabelError / ValueError when it is not valid)."""
+    def text(key: str) -> str:
+        value = row.get(key)
+        return "" if value is None else str(value).strip()
+
+    verdict = text("verdict")
+    reason = normalise_reason(text("reason") or None)
+    _check(verdict, reason)
+    values = dict(index_name=index or text("index"), model=text("model"), query_id=text("query_id"),
+                  neighbour_id=text("neighbour_id"), verdict=verdict, reason=reason, note=str(row.get("note") or ""),
+                  user=text("user"))
+    for key in ("index_name", "query_id", "neighbour_id", "user"):
+        if not values[key]:
+            raise LabelError(f"missing {key.replace('_name', '')}")
+    values["rank"] = int(float(text("rank"))) if text("rank") else None
+    values["score"] = float(text("score")) if text("score") else None
+    now = _now()
+    values["created"] = _naive_utc(text("created")) if text("created") else now
+    values["updated"] = _naive_utc(text("updated")) if text("updated") else values["created"]
+    return values
 
 
 def _label_from_mapping(m: Mapping[str, Any]) -> Label:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import __version__ as simx_version
-from ..data import Item, file_fingerprint, items_to_records, open_gallery
+from ..data import Item, file_fingerprint, gallery_source, items_to_records, open_gallery
 from ..errors import GalleryError, ModelMismatchError, SimxError, SimxIndexError
 from ..models import Preprocessing, SimModel, load_model
 from .embed import DEFAULT_BATCH_SIZE, default_workers, embed_paths, prepare_model
@@ -382,7 +382,7 @@ def build_index(
 def _plan(source, name, model, layer, metric, factory, device, fit, update, root) -> _Plan:
     """Read the gallery, settle the model (from the arguments or, for an update, the previous index) and decide
     which files need embedding."""
-    src = Path(os.path.abspath(os.fspath(source)))
+    src = gallery_source(source)
     items = open_gallery(src)
     previous = None
     if update and index_dir(name, root).exists():
