@@ -8,6 +8,7 @@ import streamlit as st
 
 from app_pages import _common as ui
 from simx.errors import SimxError
+from simx.labels_io import index_triplets
 from simx.labels import REASONS, VERDICTS
 
 PAGE_SIZE = 20
@@ -43,16 +44,7 @@ e2.download_button("Export JSONL", data=lambda: store.export_jsonl(**filters), f
 
 
 def triplets() -> str:
-    try:
-        from simx.index import evaluate
-
-        per_query = evaluate(index, k=ui.qp_int("k", 10, 1, 50)).per_query
-        neighbours = {q: list(n) for q, n in zip(per_query["id"], per_query["neighbours"])}
-    except SimxError:
-        neighbours = None
-    return store.export_triplets(index=name, item_labels={it.id: it.label for it in index.items},
-                                 neighbours=neighbours, paths={it.id: it.path for it in index.items},
-                                 user=users or None)
+    return index_triplets(store, index, k=ui.qp_int("k", 10, 1, 50), user=users or None)
 
 
 e3.download_button("Export hard-negative triplets", data=triplets, file_name=f"{name}_triplets.csv", mime="text/csv",
