@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sm", type=float, nargs="?", const=0.5, default=0.0, metavar="GAMMA", dest="sm_weight",
                    help="add Zheng et al.'s similarity-mining constraint L_sm with weight GAMMA (0.5 when given "
                         "without a value; about 3-4x slower per step)")
+    p.add_argument("--sm-batch", type=int, default=None, metavar="N",
+                   help="triplets per step that get L_sm (default: all; fewer bounds its cost)")
     p.add_argument("--user", action="append", default=None, metavar="USER",
                    help="only this user's labels (repeatable; default: everyone's)")
     p.add_argument("--labels-url", default=None, metavar="URL",
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
                       margin=args.margin, unfreeze=args.unfreeze, val_share=args.val_share, seed=args.seed,
-                      same_label=args.same_label, sm_weight=args.sm_weight, users=args.user, device=args.device)
+                      same_label=args.same_label, sm_weight=args.sm_weight, sm_batch=args.sm_batch, users=args.user, device=args.device)
     progress = not args.quiet and sys.stderr.isatty()
     result = train_index(args.name, args.out, cfg, root=args.root, labels_url=args.labels_url, force=args.force,
                          progress=progress, command=shlex.join(["simx", *sys.argv[1:]]) if sys.argv[1:] else None)

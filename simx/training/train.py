@@ -10,7 +10,8 @@ Pipeline (:func:`train_index`):
    embedding path's weights), network in eval mode throughout (BatchNorm keeps its running statistics: batches of
    a few dozen labelled images would make batch statistics noisy, and the frozen trunk was trained with them).
 3. **Cached trunk**: the frozen part runs once per image; each step replays only the trainable groups (checked to
-   be exact before use). With L_sm the whole network runs every step (the erased images need it).
+   be exact before use). L_sm runs the whole network (the erased images need it) for the first ``sm_batch``
+   triplets of each step (all by default; fewer bounds its cost on a CPU).
 4. **Loss** (:mod:`simx.training.losses`): a margin triplet loss in the index's similarity, optionally plus
    ``gamma L_sm``; Adam; after every epoch the training and validation losses are measured on all their triplets
    with the current weights; the best validation epoch is kept, and training stops after ``patience`` epochs
@@ -65,6 +66,7 @@ class TrainConfig:
     same_label: bool = True
     pool: int = 20  # neighbours searched for same-label positives
     sm_weight: float = 0.0  # gamma of L_sm; 0 = off
+    sm_batch: int | None = None  # triplets per step that also get L_sm (None: all of them)
     users: list[str] | None = None
     device: str | None = None
     image_batch: int = 32  # images per forward when caching features
@@ -105,12 +107,12 @@ def weights_spec(spec: str, weights: str | os.PathLike) -> str:
     return f"{spec.partition('@')[0]}@{Path(weights).resolve()}"
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, desc: str = "train", unit: str = "step"):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
 
 
 class _Trainer:
@@ -127,36 +129,36 @@ class _Trainer:
         self.cut = FrozenCut(model, self.groups[-self.n_unfreeze])
         probe = torch.stack(images[: min(4, len(images))]).to(model.device)
         self.calibration = self.cut.calibrate(probe)
-        self.cache: list[torch.Tensor] | None = None
-        if not self.use_sm:
-            parts: list[tuple[torch.Tensor, ...]] = []
-            for i in range(0, len(images), cfg.image_batch):
-                parts.append(self.cut.prefix_features(torch.stack(images[i : i + cfg.image_batch]).to(model.device)))
-            self.cache = [torch.cat([p[j] for p in parts]) for j in range(len(parts[0]))]
+        parts: list[tuple[torch.Tensor, ...]] = []
+        bar = _progress(len(images), progress, "frozen trunk", "img")
+        for i in range(0, len(images), cfg.image_batch):
+            parts.append(self.cut.prefix_features(torch.stack(images[i : i + cfg.image_batch]).to(model.device)))
+            if bar is not None:
+                bar.update(len(parts[-1][0]))
+        if bar is not None:
+            bar.close()
+        self.cache = [torch.cat([p[j] for p in parts]) for j in range(len(parts[0]))]
         del images
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        if self.cache is not None:
-            return self.cut.embed_from(tuple(c[idx] for c in self.cache))
-        return self.model.embed(self.images[idx])
+        return self.cut.embed_from(tuple(c[idx] for c in self.cache))
 
     def batch_loss(self, trip: np.ndarray, weights: np.ndarray) -> tuple[torch.Tensor, float, float]:
-        """Loss of one batch of triplets (differentiable), and its metric and L_sm parts as numbers."""
+        """Loss of one batch of triplets (differentiable), and its metric and L_sm parts as numbers. The metric
+        part replays the cached trunk; L_sm runs the first ``sm_batch`` triplets through the whole network."""
         w = torch.as_tensor(weights, device=self.model.device)
-        if self.use_sm:
-            flat = torch.as_tensor(np.concatenate([trip[:, 0], trip[:, 1], trip[:, 2]]), device=self.model.device)
-            x = self.images[flat]
-            f, A = embed_with_maps(self.model, x)
-            t = len(trip)
-            rows = torch.arange(t, device=self.model.device)
-            metric = triplet_loss(self.model, f, torch.stack([rows, rows + t, rows + 2 * t], 1), w, self.cfg.margin)
-            sm = similarity_mining_loss(self.model, x, f, A)
-            return metric + self.cfg.sm_weight * sm, float(metric.detach()), float(sm.detach())
         uniq, inv = np.unique(trip, return_inverse=True)
         e = self.embed(torch.as_tensor(uniq, device=self.model.device))
         inv = torch.as_tensor(inv.reshape(trip.shape), device=self.model.device)
         metric = triplet_loss(self.model, e, inv, w, self.cfg.margin)
-        return metric, float(metric.detach()), 0.0
+        if not self.use_sm:
+            return metric, float(metric.detach()), 0.0
+        sub = trip[: self.cfg.sm_batch or len(trip)]
+        flat = torch.as_tensor(np.concatenate([sub[:, 0], sub[:, 1], sub[:, 2]]), device=self.model.device)
+        x = self.images[flat]
+        f, A = embed_with_maps(self.model, x)
+        sm = similarity_mining_loss(self.model, x, f, A)
+        return metric + self.cfg.sm_weight * sm, float(metric.detach()), float(sm.detach())
 
     @torch.no_grad()
     def measure(self, trip: np.ndarray) -> dict[str, float] | None:
@@ -344,7 +346,7 @@ def train_index(index_name: str, out: str | os.PathLike, config: TrainConfig | N
                       "frozen_groups": [g.name for g in trainer.groups[: -trainer.n_unfreeze]],
                       "trainable_params": int(sum(p.numel() for p in trainer.params)),
                       "embedding_params": int(sum(g.n_params for g in trainer.groups)),
-                      "cached_trunk": trainer.cache is not None, "cut_check": trainer.calibration},
+                      "cached_trunk": True, "cut_check": trainer.calibration},
         "loss": {"kind": "margin triplet on per-query standardised similarities (query-balanced)", "margin": cfg.margin, "similarity": meta_model["metric"],
                  "l_sm": ({"gamma": cfg.sm_weight, "omega": SM_OMEGA, "sigma": SM_SIGMA,
                            "weights": "clamp(1-|fa-fp|,0)*|fa-fn| on normalised embeddings, stop-gradient",
