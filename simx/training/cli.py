@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop after N epochs without a better validation loss")
     p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N", help="triplets per step")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    p.add_argument("--margin", type=float, default=d.margin, help="triplet margin, in the index's similarity")
+    p.add_argument("--margin", type=float, default=d.margin, help="triplet margin, in standard deviations of each query's similarities")
     p.add_argument("--unfreeze", type=int, default=None, metavar="N",
                    help="number of last groups of the network that train (default: the last groups holding a fifth "
                         "of the embedding path's weights, e.g. EfficientNet's last stage and head)")
@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of the labelled queries held out for early stopping")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the split, the order and the initialisation")
     p.add_argument("--no-same-label", dest="same_label", action="store_false",
-                   help="positives only from 'good' labels, not from neighbours sharing the query's class label")
+                   help="positives only from 'good' labels (default: also the query's top neighbours that share its "
+                        "class label)")
     p.add_argument("--sm", type=float, nargs="?", const=0.5, default=0.0, metavar="GAMMA", dest="sm_weight",
                    help="add Zheng et al.'s similarity-mining constraint L_sm with weight GAMMA (0.5 when given "
                         "without a value; about 3-4x slower per step)")

@@ -140,3 +140,19 @@ def test_groups_and_the_frozen_trunk_replay_exactly():
     assert check["relative_error"] < 1e-5
     with torch.no_grad():
         assert torch.allclose(cut.embed_from(cut.prefix_features(x)), model.embed(x), atol=1e-5)
+
+
+def test_cli_trains_builds_the_new_index_and_points_to_diff(root, capsys):
+    from simx.cli import main
+    from simx.index import open_index
+
+    plant_labels(root)
+    assert main(["train", "tiny", "--out", str(root / "m"), "--epochs", "2", "--build", "tiny-ft",
+                 "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "training loss" in out and "simx diff tiny tiny-ft" in out
+    built = open_index("tiny-ft", root=root)
+    spec = (root / "m" / "spec.txt").read_text().strip()
+    assert built.meta["model"]["spec"] == spec and built.ids == open_index("tiny", root=root).ids
+    assert main(["diff", "tiny", "tiny-ft", "--root", str(root)]) == 0
+    assert "labelled pairs fixed / regressed / unchanged" in capsys.readouterr().out
