@@ -3,8 +3,9 @@
 Labels are read, never changed: the store is only queried (:meth:`simx.labels.LabelStore.list` and
 :meth:`~simx.labels.LabelStore.triplets`). Negatives are the neighbours someone labelled *bad*; positives the
 neighbours labelled *good* and, with ``same_label`` and gallery class labels, the query's top-``pool`` neighbours
-that share its class label and nobody labelled bad (the store's own triplet rule). Ids that are not (or no longer)
-in the gallery, e.g. uploaded queries, are left out and counted.
+that are relevant by the one definition of :mod:`simx.relevance` (they share a class label with the query) and
+that nobody labelled bad for it. Ids that are not (or no longer) in the gallery, e.g. uploaded queries, are left
+out and counted.
 """
 
 from __future__ import annotations
@@ -44,14 +45,10 @@ def collect_triplets(store: LabelStore, index, same_label: bool = True, pool: in
     if not labels:
         raise TrainingError(f"index {index.name!r} has no labels in {store!r}: " + HOW_TO_LABEL)
     in_gallery = [lab for lab in labels if lab.query_id in index and lab.neighbour_id in index]
-    item_labels = {it.id: it.label for it in index.items} if same_label else None
-    neighbours = None
-    if same_label:
-        neighbours = {}
-        for q in sorted({lab.query_id for lab in in_gallery if lab.verdict == "bad"}):
-            neighbours[q] = [h.id for h in index.search_id(q, pool)]
-    rows = store.triplets(index.name, item_labels=item_labels, neighbours=neighbours, user=users or None)
+    rows = store.triplets(index.name, user=users or None)
     rows = [r for r in rows if r["query"] in index and r["positive"] in index and r["negative"] in index]
+    if same_label:
+        rows += _same_label_rows(index, rows, in_gallery, pool)
     record = {
         "labels": len(labels),
         "labels_in_gallery": len(in_gallery),
@@ -74,6 +71,26 @@ def collect_triplets(store: LabelStore, index, same_label: bool = True, pool: in
             + "). Label a right neighbour as good for the queries whose bad matches you labelled"
         )
     return rows, record
+
+
+def _same_label_rows(index, rows: list[dict[str, Any]], labels: list, pool: int) -> list[dict[str, Any]]:
+    """Triplets whose positive is one of the query's top-``pool`` neighbours sharing a class label with it."""
+    from ..relevance import shares_label
+
+    bad: dict[str, dict[str, str | None]] = {}
+    for lab in labels:
+        if lab.verdict == "bad":
+            bad.setdefault(lab.query_id, {}).setdefault(lab.neighbour_id, lab.reason)
+    have = {(r["query"], r["positive"]) for r in rows}
+    out = []
+    for q in sorted(bad):
+        query = index.item(q)
+        for h in index.search_id(q, pool):
+            if h.id in bad[q] or (q, h.id) in have or not shares_label(query, index.item(h.id)):
+                continue
+            out += [{"query": q, "positive": h.id, "negative": n, "positive_source": "same_label",
+                     "reason": reason or ""} for n, reason in sorted(bad[q].items(), key=lambda kv: kv[0])]
+    return out
 
 
 def split_triplets(rows: list[dict[str, Any]], val_share: float = 0.2, seed: int = 0,

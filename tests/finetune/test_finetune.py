@@ -156,3 +156,22 @@ def test_cli_trains_builds_the_new_index_and_points_to_diff(root, capsys):
     assert built.meta["model"]["spec"] == spec and built.ids == open_index("tiny", root=root).ids
     assert main(["diff", "tiny", "tiny-ft", "--root", str(root)]) == 0
     assert "labelled pairs fixed / regressed / unchanged" in capsys.readouterr().out
+
+
+def test_same_label_positives_follow_the_relevance_rule(root):
+    from simx.index import open_index
+    from simx.labels import open_labels
+    from simx.relevance import shares_label
+    from simx.training import collect_triplets
+
+    plant_labels(root)
+    index = open_index("tiny", root=root)
+    store = open_labels("tiny", root=root)
+    rows, record = collect_triplets(store, index, same_label=True)
+    same = [r for r in rows if r["positive_source"] == "same_label"]
+    assert same and all(shares_label(index.item(r["query"]), index.item(r["positive"])) for r in same)
+    bad = {(lab.query_id, lab.neighbour_id) for lab in store.list(index="tiny", verdict="bad")}
+    assert not any((r["query"], r["positive"]) in bad for r in rows)
+    only_good, record2 = collect_triplets(store, index, same_label=False)
+    assert {r["positive_source"] for r in only_good} == {"good"} and len(only_good) < len(rows)
+    assert record["positive_sources"]["same_label"] == len(same)
