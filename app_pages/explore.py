@@ -195,9 +195,13 @@ def sane_panel(query: str, neighbour: str, alpha: float) -> dict | None:
                           on_click=st.session_state.__setitem__, args=(flag, True))
             st.caption("Ranks the attributes the pair shares by confidence and how well they match the saliency.")
             return None
+        from simx.attributes import index_attributes
+        from simx.explain.methods.sane import shared_attribute_rows
+
         try:
+            source = index_attributes(index)
             with st.spinner("Running SANE (attribute maps, saliency and ranking)..."):
-                view = ui.get_explanation(name, query, neighbour, "sane")
+                view = ui.get_explanation(name, query, neighbour, "sane", source.params)
         except SimxError as exc:
             st.info(f"SANE is not available for this pair: {exc}", icon=":material/info:")
             return None
@@ -205,20 +209,19 @@ def sane_panel(query: str, neighbour: str, alpha: float) -> dict | None:
             ui.show_error(exc, "sane")
             return None
         extras = view.get("extras") or {}
-        ranked = extras.get("neighbour_ranking") or extras.get("query_ranking") or []
-        rows = [(r.get("attribute"), float(r.get("score", 0.0)), float(r.get("confidence", 0.0)),
-                 float(r.get("matching", 0.0))) for r in ranked if isinstance(r, dict)]
+        st.caption(f"Vocabulary: {source.note}.")
+        rows = shared_attribute_rows(extras)
         if extras.get("message"):
             st.caption(str(extras["message"]))
         c1, c2 = st.columns([1, 1])
         if rows:
-            c1.dataframe({"attribute": [r[0] for r in rows], "score": [r[1] for r in rows],
-                          "confidence": [r[2] for r in rows], "matching": [r[3] for r in rows]}, hide_index=True)
+            c1.dataframe(rows, hide_index=True, key=f"sane_table_{pair_key(query, neighbour)}")
+            c1.caption("Only attributes both images have (predicted at or above the threshold) are listed.")
             c2.image(report.overlay(view["neighbour_image"], view["neighbour_map"], alpha),
-                     caption=f"'{rows[0][0]}' on the neighbour", width="stretch")
+                     caption=f"'{rows[0]['attribute']}' on the neighbour", width="stretch")
         else:
-            c1.caption("No shared attribute explains this match.")
-        return {"attributes": [(r[0], r[1]) for r in rows], "map": view["neighbour_map"],
+            c1.caption("No attribute that both images are predicted to have explains this match.")
+        return {"attributes": [(r["attribute"], r["score"]) for r in rows], "map": view["neighbour_map"],
                 "image": view["neighbour_image"]}
 
 

@@ -29,7 +29,9 @@ For a pair (x, y) with x the explained image (the query on the query side, neigh
 Returns the best attribute's AAM per pair as ``query_feature_maps`` / ``neighbour_feature_maps`` (zeros where a
 pair shares nothing) and, in ``extras``: ``shared`` (K lists), ``message`` (one string, empty when every pair
 shares an attribute) and ``messages`` (K), ``query_ranking`` / ``neighbour_ranking`` (K ranked lists of dicts with
-attribute, confidence, confidence_other, matching, removal, removal_norm, score), ``query_best`` /
+attribute, confidence, confidence_other, matching, removal, removal_norm, score, threshold, present and
+present_other: whether the explained and the other image have the attribute, annotated or predicted at or above
+the threshold), ``query_best`` /
 ``neighbour_best`` (K names or None), ``query_saliency`` / ``neighbour_saliency`` (K, H, W: the maps matched
 against), ``attributes`` (the predictor's description). ``saliency_maps={"query": (K, H, W), "neighbour": ...}``
 supplies maps already computed (e.g. the RISE maps the user is looking at) instead of running ``saliency``. Cost: the saliency method's cost, one attribute-head
@@ -130,7 +132,8 @@ def _removal_masks(ctx: PairContext, maps: torch.Tensor, fraction: float) -> tor
 
 
 def _rank(names: Sequence[str], cand: np.ndarray, conf: np.ndarray, conf_other: np.ndarray, match: np.ndarray,
-          removal: np.ndarray, attr_weight: float, removal_weight: float, rank_by: str) -> list[dict[str, Any]]:
+          removal: np.ndarray, attr_weight: float, removal_weight: float, rank_by: str, thr: np.ndarray,
+          present: np.ndarray, present_other: np.ndarray) -> list[dict[str, Any]]:
     if len(cand) == 0:
         return []
     r = removal[cand]
@@ -143,7 +146,8 @@ def _rank(names: Sequence[str], cand: np.ndarray, conf: np.ndarray, conf_other: 
     return [{"attribute": names[int(cand[i])], "confidence": float(conf[cand[i]]),
              "confidence_other": float(conf_other[cand[i]]), "matching": float(match[cand[i]]),
              "removal": float(r[i]), "removal_norm": float(r_norm[i]), "score": float(combined[i]),
-             "rank_score": float(key[i])} for i in order]
+             "rank_score": float(key[i]), "threshold": float(thr[cand[i]]), "present": bool(present[cand[i]]),
+             "present_other": bool(present_other[cand[i]])} for i in order]
 
 
 def passes(k: int, side: str, size: tuple[int, int], params: dict) -> tuple[int, int]:
@@ -267,8 +271,8 @@ def attribute(ctx: PairContext, side: str, predictor: Any = None, saliency: str 
             keep = _removal_masks(ctx, maps_q[0][torch.as_tensor(union)], removal_fraction)
             s_rem = ctx.query_mask_scores(keep, baseline).float().cpu().numpy()  # (|U|, K)
             drops[:, union] = (sims[None, :] - s_rem).T
-        rankings = [_rank(names, cands[j], cq, cn[j], m_q[j], drops[j], attr_weight, removal_weight, rank_by)
-                    for j in range(k)]
+        rankings = [_rank(names, cands[j], cq, cn[j], m_q[j], drops[j], attr_weight, removal_weight, rank_by, thr,
+                          pres_q, pres_n[j]) for j in range(k)]
         best = [r[0]["attribute"] if r else None for r in rankings]
         fmaps = np.zeros((k, *hw), np.float32)
         for j, b in enumerate(best):
@@ -291,7 +295,8 @@ def attribute(ctx: PairContext, side: str, predictor: Any = None, saliency: str 
                 emb = ctx.embed_masked(ctx.neighbours[j], keep, baseline)
                 s_rem = ctx.model.similarity(emb, ctx.query_embedding)[:, 0].float().cpu().numpy()
                 drop[cand] = sims[j] - s_rem
-            r = _rank(names, cand, cn[j], cq, m_n, drop, attr_weight, removal_weight, rank_by)
+            r = _rank(names, cand, cn[j], cq, m_n, drop, attr_weight, removal_weight, rank_by, thr, pres_n[j],
+                      pres_q)
             rankings.append(r)
             best.append(r[0]["attribute"] if r else None)
             if r:
@@ -304,3 +309,29 @@ def attribute(ctx: PairContext, side: str, predictor: Any = None, saliency: str 
     extras["message"] = "; ".join(m for m in messages if m) if any(messages) else ""
     out.extras = extras
     return out
+
+
+def shared_attribute_rows(extras: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of one pair's SANE ranking (``extras`` of a pair view) that may be presented as *shared*:
+    attributes both images have (annotated, or predicted at or above the attribute's threshold), best first.
+
+    Anything else is dropped, so a table of shared attributes can never show an attribute that neither image (or
+    only one) is predicted to have. The neighbour side's ranking is used when present, else the query side's.
+    Each row: attribute, score, query confidence, neighbour confidence, threshold, matching, removal.
+    """
+    ranking, neighbour_side = extras.get("neighbour_ranking"), True
+    if not ranking:
+        ranking, neighbour_side = extras.get("query_ranking") or [], False
+    rows = []
+    for r in ranking:
+        if not isinstance(r, dict):
+            continue
+        thr = float(r.get("threshold", 0.0))
+        own, other = float(r.get("confidence", 0.0)), float(r.get("confidence_other", 0.0))
+        if not (bool(r.get("present", own >= thr)) and bool(r.get("present_other", other >= thr))):
+            continue
+        q_conf, n_conf = (other, own) if neighbour_side else (own, other)
+        rows.append({"attribute": str(r.get("attribute")), "score": float(r.get("score", 0.0)),
+                     "query confidence": q_conf, "neighbour confidence": n_conf, "threshold": thr,
+                     "matching": float(r.get("matching", 0.0)), "removal": float(r.get("removal", 0.0))})
+    return rows
