@@ -515,6 +515,10 @@ with qc:
         st.caption(f"{ui.plain(q_item.id)}  \nlabels: **{ui.labels_text(q_item)}**"
                    + (f"  \n{ui.plain(q_item.metadata['description'])}" if q_item.metadata.get("description") else "")
                    + (f"  \nattributes: {ui.plain(', '.join(q_item.attributes))}" if q_item.attributes else ""))
+        extra = {k: v for k, v in q_item.metadata.items() if k != "description"}
+        if extra:  # the manifest's own columns, as plain text
+            with st.expander("More about this image"):
+                st.dataframe([{"column": str(k), "value": str(v)} for k, v in extra.items()], hide_index=True)
     else:
         st.caption("uploaded image (in memory)")
 with nc:

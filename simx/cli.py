@@ -184,6 +184,7 @@ def cmd_index_info(args: argparse.Namespace) -> int:
         return 0
     m, f, c = meta["model"], meta["faiss"], meta["counts"]
     labels = {lab for it in index.items for lab in it.labels}
+    extra = sorted({key for it in index.items for key in it.metadata})  # a manifest's other columns
     lines = [
         f"index      {index.name}  ({index.path})",
         f"source     {meta.get('source')}",
@@ -192,6 +193,7 @@ def cmd_index_info(args: argparse.Namespace) -> int:
         f"faiss      {f['factory']}" + (f" (built as {f['factory_used']})" if f["factory_used"] != f["factory"] else "")
         + (f"  search {f['search_params']}" if f.get("search_params") else ""),
         f"images     {c['embedded']} indexed of {c['images']}, {c['skipped']} skipped, {len(labels)} labels",
+        "columns    id, path, labels, attributes, boxes" + (f"; other columns: {', '.join(extra)}" if extra else ""),
         f"built      {meta.get('built_at')} in {meta.get('elapsed_s')} s  (format {meta['format_version']}, "
         + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()) + ")",
     ]

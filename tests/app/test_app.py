@@ -481,3 +481,23 @@ def test_uploads_too_large_when_decoded_or_svg_are_refused_in_the_page(indexes):
     at.get("file_uploader")[0].set_value(("logo.svg", svg, "image/svg+xml"))
     run(at)
     assert "SVG (vector) images are not supported" in texts(at.error) and "query" not in at.query_params
+
+
+def test_manifest_columns_show_beside_the_query_as_text(tmp_path, monkeypatch):
+    from simx.index import build_index
+    from tests.app.conftest import TOY, make_gallery
+
+    gallery = make_gallery(tmp_path / "g", per_label=2)
+    rows = ["path,id,label,photographer"]
+    for p in sorted(gallery.rglob("*.png")):
+        rows.append(f"{p},{p.stem},{p.parent.name},**Ana** [x](http://example.invalid)")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    root = tmp_path / "indexes"
+    build_index(tmp_path / "m.csv", "shots", model=TOY, root=root, workers=0, progress=False)
+    monkeypatch.setenv("SIMX_INDEXES", str(root))
+    monkeypatch.setenv("SIMX_USER", "tester")
+    at = run(app(index="shots", query="red0"))
+    (exp,) = [e for e in at.expander if e.label == "More about this image"]
+    table = exp.dataframe[0].value
+    assert list(table["column"]) == ["photographer"]
+    assert list(table["value"]) == ["**Ana** [x](http://example.invalid)"]  # verbatim, in a table, not Markdown

@@ -79,3 +79,19 @@ def test_dashboard_command_finds_the_app_and_passes_the_settings(monkeypatch):
     assert main(["dashboard", "--index", "scenes", "--root", "rel/idx"]) == 0
     assert seen["env"][launch.INDEX_ENV] == "scenes"
     assert seen["env"]["SIMX_INDEXES"] == str((Path.cwd() / "rel" / "idx").resolve())
+
+
+def test_manifest_extra_columns_are_listed(tmp_path, capsys):
+    gallery = make_gallery(tmp_path / "g", {"red": 2})
+    rows = ["path,id,label,photographer,licence"]
+    for i, p in enumerate(sorted((gallery / "red").glob("*.png"))):
+        rows.append(f"{p},shot-{i},red,Ana {i},CC-BY")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    assert main(["index", "build", str(tmp_path / "m.csv"), "--name", "m", "--model", TINY, "--root",
+                 str(tmp_path / "i"), "--workers", "0", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["index", "info", "m", "--root", str(tmp_path / "i")]) == 0
+    out = capsys.readouterr().out
+    assert "other columns: licence, photographer" in out
+    assert main(["search", "m", "shot-0", "-k", "1", "--json", "--root", str(tmp_path / "i")]) == 0
+    assert json.loads(capsys.readouterr().out)["neighbours"][0]["id"] == "shot-1"
