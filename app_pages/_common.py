@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -246,7 +247,7 @@ def get_neighbours(name: str, query: str, k: int) -> list[dict]:
 
 
 def _explain_view(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str,
-                  data: bytes | None, faithfulness: bool = False):
+                  data: bytes | None, faithfulness: bool = False, progress=None):
     from simx.data import load_image
     from simx.explain import explain
     from simx.explain.scheduling import TURNS
@@ -256,7 +257,8 @@ def _explain_view(root: str, name: str, stamp: str, query: str, neighbour: str, 
     qimg = load_image(data) if query.startswith(UPLOAD_PREFIX) else load_image(index.item(query).path)
     nimg = load_image(index.item(neighbour).path)
     with TURNS.person():  # one explanation at a time; the prefetch steps aside
-        exp = explain(index.model, qimg, [nimg], method=method, side="both", seed=0, **json.loads(params_json))
+        exp = explain(index.model, qimg, [nimg], method=method, side="both", seed=0, progress=progress,
+                      **json.loads(params_json))
         if faithfulness:
             return exp.faithfulness()
     return pair_view_dict(exp, 0)
@@ -277,9 +279,12 @@ def prefetch_features(index, query: str, neighbour_ids: Sequence[str]) -> None:
 
 @st.cache_data(show_spinner=False, max_entries=128)  # a pair view is up to ~1 MB (images, maps, joint matrix)
 def explanation(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str = "{}",
-                _data: bytes | None = None) -> dict:
-    """The pair view of one method (cached per index, query, neighbour, method and parameters)."""
-    return _explain_view(root, name, stamp, query, neighbour, method, params_json, _data)
+                _data: bytes | None = None, _progress=None) -> dict:
+    """The pair view of one method (cached per index, query, neighbour, method and parameters); ``_progress``
+    (a :class:`simx.explain.progress.Progress`, not part of the key) follows the passes and cancels."""
+    view = _explain_view(root, name, stamp, query, neighbour, method, params_json, _data, progress=_progress)
+    _COMPUTED.add((root, name, stamp, query, neighbour, method, params_json))
+    return view
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -297,6 +302,86 @@ def faithfulness(root: str, name: str, stamp: str, query: str, neighbour: str, m
 def get_explanation(name: str, query: str, neighbour: str, method: str, params: dict | None = None) -> dict:
     return explanation(str(index_root()), name, index_stamp(name), query, neighbour, method,
                        json.dumps(params or {}, sort_keys=True), _data=uploaded_bytes(query))
+
+
+#: (root, index, stamp, query, neighbour, method, params) of the pair views computed in this process: those open
+#: at once, without asking (st.cache_data holds them).
+_COMPUTED: set[tuple] = set()
+
+#: A method whose estimate is above this many seconds waits for a click that shows its cost
+#: (``SIMX_CONFIRM_ABOVE_S`` overrides it).
+CONFIRM_ABOVE_S = 5.0
+
+
+def confirm_above_s() -> float:
+    try:
+        return float(os.environ.get("SIMX_CONFIRM_ABOVE_S", CONFIRM_ABOVE_S))
+    except ValueError:
+        return CONFIRM_ABOVE_S
+
+
+def estimate(name: str, method: str, params: dict | None = None):
+    """What one pair of ``method`` costs on this index's model, before it runs
+    (:class:`simx.explain.progress.CostEstimate`)."""
+    from simx.explain.engine import estimate as _estimate
+
+    return _estimate(get_index(name).model, method, k=1, side="both", **(params or {}))
+
+
+def explanation_with_progress(name: str, query: str, neighbour: str, method: str, params: dict | None = None,
+                              key: str = "") -> dict | None:
+    """The pair view of ``method``, drawn with its cost, progress and a way to stop it.
+
+    A view computed before opens at once. Otherwise a method estimated above :func:`confirm_above_s` first says
+    what it will cost ("rise: 4,002 forward passes, about 4 min on this machine") and waits for Run. While it runs
+    (in a worker thread; this script run only draws), a progress bar shows the passes done and the time left, and
+    Cancel stops it at the next batch (so does any other click: the interrupted run cancels its work). Returns
+    None while nothing is computed (waiting for Run, or cancelled)."""
+    from simx.explain.progress import CancelToken, Progress
+
+    params_json = json.dumps(params or {}, sort_keys=True)
+    args = (str(index_root()), name, index_stamp(name), query, neighbour, method, params_json)
+    flag = f"run_{key or '|'.join(args[3:])}"
+    if args not in _COMPUTED:
+        est = estimate(name, method, params)
+        if st.session_state.get(flag) == "cancelled":
+            st.info(f"{method} was cancelled. {est.describe()}.", icon=":material/cancel:")
+            st.button("Run again", key=f"again_{flag}", on_click=st.session_state.__setitem__, args=(flag, "run"))
+            return None
+        if est.seconds > confirm_above_s() and st.session_state.get(flag) != "run":
+            st.caption(est.describe())
+            st.button(f"Run {method}", key=f"start_{flag}", icon=":material/play_arrow:",
+                      on_click=st.session_state.__setitem__, args=(flag, "run"))
+            return None
+    token = CancelToken()
+    progress = Progress(token=token)
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["view"] = explanation(*args, _data=uploaded_bytes(query), _progress=progress)
+        except BaseException as exc:  # noqa: BLE001 - handed to the script thread, which shows it
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="simx-explain", daemon=True)
+    worker.start()
+    worker.join(0.3)  # a cached or fast view shows without a flash of progress bar
+    if worker.is_alive():
+        bar = st.progress(0.0, text=f"{method}: starting")
+        st.button("Cancel", key=f"cancel_{flag}", icon=":material/stop:",
+                  on_click=st.session_state.__setitem__, args=(flag, "cancelled"))
+        try:
+            while worker.is_alive():
+                bar.progress(progress.fraction, text=f"{method}: {progress.describe()}")
+                worker.join(0.25)
+        finally:
+            if worker.is_alive():  # this run was interrupted (Cancel, or another click): stop the work too
+                token.cancel()
+        bar.empty()
+    st.session_state.pop(flag, None)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["view"]
 
 
 def get_faithfulness(name: str, query: str, neighbour: str, method: str, params: dict | None = None) -> dict:
@@ -342,6 +427,22 @@ def method_kinds() -> dict[str, str]:
     from simx.explain import REGISTRY
 
     return {name: spec.kind for name, spec in REGISTRY.items()}
+
+
+#: The method picker's groups, by the registry's ``kind``: first-order maps (one row each in Explore), joint
+#: correspondences (the joint view's picker), attribute explanations (the SANE panel).
+METHOD_GROUPS = {"first-order": ("gradient", "closed-form", "perturbation"), "joint": ("joint",),
+                 "attribute": ("attribute",)}
+
+
+def method_groups() -> dict[str, list[str]]:
+    """Method names per picker group (:data:`METHOD_GROUPS`), sorted; every registered method is in one group."""
+    kinds = method_kinds()
+    groups = {group: sorted(m for m, kind in kinds.items() if kind in members)
+              for group, members in METHOD_GROUPS.items()}
+    grouped = {m for names in groups.values() for m in names}
+    groups["first-order"] = sorted(groups["first-order"] + [m for m in kinds if m not in grouped])
+    return groups
 
 
 #: Shown first when nothing is chosen: fast and model-agnostic enough for a first look.

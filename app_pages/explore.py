@@ -150,10 +150,11 @@ def method_rows(query: str, neighbour: str, chosen: list[str], alpha: float) -> 
     for m in chosen:
         with st.container(border=True):
             try:
-                with st.spinner(f"Running {m}..."):
-                    view = ui.get_explanation(name, query, neighbour, m)
+                view = ui.explanation_with_progress(name, query, neighbour, m)
             except Exception as exc:  # noqa: BLE001
                 ui.show_error(exc, m)
+                continue
+            if view is None:  # waiting for Run (its cost is shown), or cancelled
                 continue
             views.append(view)
             c1, c2, c3 = st.columns([2, 2, 1.3])
@@ -275,8 +276,7 @@ def joint_figure(view: dict, point, box, alpha: float, lines: int, key: str) -> 
 
 @st.fragment
 def joint_panel(query: str, neighbour: str, alpha: float) -> None:
-    kinds = ui.method_kinds()
-    joint_methods = sorted(m for m, kd in kinds.items() if kd == "joint")
+    joint_methods = ui.method_groups()["joint"]
     st.subheader("Which part matches which part")
     if not joint_methods:
         st.info("No joint explanation method is installed.")
@@ -290,17 +290,18 @@ def joint_panel(query: str, neighbour: str, alpha: float) -> None:
     else:
         if st.session_state.get("joint_method") != default:
             st.session_state["joint_method"] = default
-        method = c1.selectbox("Joint method", joint_methods, key="joint_method",
-                              format_func=lambda m: f"{m}: {ui.methods().get(m, '')[:70]}",
+        method = c1.selectbox("Joint method", joint_methods, key="joint_method", format_func=lambda m: m,
+                              help="\n".join(f"- **{m}**: {ui.methods()[m]}" for m in joint_methods),
                               on_change=lambda: ui.set_qp(joint=st.session_state["joint_method"]))
     lines = 0 if present else c2.slider("Correspondence lines", 0, 30, 12, key="joint_lines")
     if present:
         lines = 12
     try:
-        with st.spinner(f"Running {method}..."):
-            view = ui.get_explanation(name, query, neighbour, method)
+        view = ui.explanation_with_progress(name, query, neighbour, method)
     except Exception as exc:  # noqa: BLE001
         ui.show_error(exc, method)
+        return
+    if view is None:  # waiting for Run (its cost is shown), or cancelled
         return
     if view.get("joint") is None:
         st.info(f"{method} returned no joint matrix for this pair.")
@@ -436,9 +437,8 @@ def downloads(query: str, neighbour: str, views: list[dict], sane: dict | None, 
 
 
 def pair_view(query: str, neighbour: str, hit: dict | None) -> None:
-    available = list(ui.methods())
-    non_joint = [m for m in available if ui.method_kinds().get(m) not in ("joint", "attribute") and m != "sane"]
-    wanted = [m for m in ui.qp_list("methods") if m in available] or ui.default_methods(non_joint)
+    first_order = ui.method_groups()["first-order"]
+    wanted = [m for m in ui.qp_list("methods") if m in first_order] or ui.default_methods(first_order)
     st.divider()
     st.subheader("Why do these match?")
     if present:
@@ -447,10 +447,11 @@ def pair_view(query: str, neighbour: str, hit: dict | None) -> None:
         c1, c2 = st.columns([3, 1])
         if st.session_state.get("methods_pick") is None or set(st.session_state["methods_pick"]) != set(wanted):
             st.session_state["methods_pick"] = wanted
-        chosen = c1.multiselect("Saliency methods (one row each)", non_joint + [m for m in available
-                                                                               if m not in non_joint],
+        # first-order maps only: joint methods have their own picker below, attributes the SANE panel, so typing
+        # a name and Enter picks that method and no other one whose name contains it (sbsm, not jointsbsm)
+        chosen = c1.multiselect("Saliency maps (first-order methods, one row each)", first_order,
                                 key="methods_pick", format_func=lambda m: m,
-                                help="\n".join(f"- **{m}**: {d}" for m, d in ui.methods().items()),
+                                help="\n".join(f"- **{m}**: {ui.methods()[m]}" for m in first_order),
                                 on_change=lambda: ui.set_qp(methods=st.session_state["methods_pick"]))
         alpha = c2.slider("Map opacity", 0.0, 1.0, 0.6, 0.05, key="alpha")
     rank = hit["rank"] if hit else None
