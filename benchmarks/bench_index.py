@@ -393,6 +393,94 @@ def bench_ivf(factory: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, a
 # ============================================================================================ report
 
 
+# ============================================================================================ (c) compressed
+
+
+def compressed_configs(n: int, d: int) -> list[str]:
+    """The issue-16 candidates at ``n`` vectors: what ``--factory auto`` picks (IVF with an HNSW coarse quantiser
+    and PQ fast-scan codes), IVF-HNSW with SQ8 codes, PCA to 256 dims + IVF-HNSW SQ8, OPQ to 256 dims + PQ
+    fast-scan, and HNSW32 over SQ8 codes; all re-scored exactly by simx."""
+    from simx.index.auto import auto_factory, ivf_lists
+
+    nlist = ivf_lists(n)
+    return [auto_factory(n, d)[0], f"IVF{nlist}_HNSW32,SQ8", f"PCAR256,IVF{nlist}_HNSW32,SQ8",
+            f"OPQ64_256,IVF{nlist}_HNSW32,PQ64x4fs", "HNSW32_SQ8"]
+
+
+def bench_compressed(n: int, args: argparse.Namespace, mix: "Mixture") -> list[dict[str, Any]]:
+    """Build each candidate with simx's own :func:`simx.index.build.make_faiss_index` (training sample, k-means
+    settings and default search parameters as ``simx index build`` uses them), then sweep nprobe / efSearch with
+    simx's exact re-scoring of 16 x k candidates (and once without it, for reference)."""
+    import faiss
+
+    from simx.index.build import make_faiss_index
+
+    log(f"compressed indexes at {n} vectors: drawing data")
+    xb = mix.draw(n, seed=1)
+    xq = mix.draw(args.queries, seed=2)
+    flat = faiss.IndexFlatIP(D)
+    flat.add(xb)
+    truth = flat.search(xq, K)[1]
+    del flat
+    gc.collect()
+    rows: list[dict[str, Any]] = []
+    for factory in args.configs or compressed_configs(n, D):
+        if n > args.hnsw_max and factory.startswith("HNSW"):
+            rows.append({"n": n, "index": factory, "complete": False, "params": "",
+                         "why": f"not built above {args.hnsw_max:,} vectors: insertion rate measured at the "
+                                "smaller size projects past the build budget"})
+            continue
+        log(f"building {factory} on {n}")
+        t0 = time.perf_counter()
+        try:
+            index, info = make_faiss_index(xb, factory, "cosine")
+        except Exception as exc:  # noqa: BLE001 - report and go on with the next candidate
+            rows.append({"n": n, "index": factory, "complete": False, "params": "", "why": str(exc)[:200]})
+            log(f"{factory} failed: {exc}")
+            continue
+        build_s = time.perf_counter() - t0
+        mem = len(faiss.serialize_index(index))
+        base = {"n": n, "index": info["factory_used"], "complete": True, "build_s": build_s,
+                "train_s": info["train_s"], "add_s": info["add_s"], "bytes": mem, "default": info["search_params"]}
+        ps = faiss.ParameterSpace()
+        used = info["factory_used"]
+        if "IVF" in used:
+            sweep = [f"nprobe={p},quantizer_efSearch={max(64, 2 * p)}" if "_HNSW" in used else f"nprobe={p}"
+                     for p in args.sweep_nprobe]
+        elif "HNSW" in used:
+            sweep = [f"efSearch={e}" for e in args.ef_search]
+        else:
+            sweep = [""]
+        for j, params in enumerate(sweep):
+            if params:
+                ps.set_index_parameters(index, params)
+            for rerank in ((1, 16) if j == 0 else (16,)):
+                lat = latencies(index, xq, args.single, rerank_from=xb, rerank=rerank)
+                rows.append({**base, "params": params, "rerank": rerank,
+                             "recall@10": recall(lat.pop("_ids"), truth), **lat})
+                log(f"{factory} {params} rerank {rerank}: recall {rows[-1]['recall@10']:.3f} p50 "
+                    f"{rows[-1]['single_p50_ms']:.2f} p99 {rows[-1]['single_p99_ms']:.2f} ms, build {build_s:.0f} s")
+        del index
+        gc.collect()
+    return rows
+
+
+def compressed_markdown(c: dict[str, Any]) -> str:
+    out = ["### (c) Compressed indexes (issue 16), re-scored exactly by simx\n",
+           "| n | index | search params | re-score | build s (train / add) | index memory | recall@10 "
+           "| single p50 / p99 ms | batched ms/query |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in c["rows"]:
+        if not r["complete"]:
+            out.append(f"| {r['n']:,} | {r['index']} | not built: {r['why']} | | | | | | |")
+            continue
+        out.append(f"| {r['n']:,} | {r['index']} | {r['params']} | {'16k' if r['rerank'] > 1 else 'none'} | "
+                   f"{r['build_s']:.0f} ({r['train_s']:.0f} / {r['add_s']:.0f}) | {fmt_bytes(r['bytes'])} | "
+                   f"{r['recall@10']:.3f} | {r['single_p50_ms']:.2f} / {r['single_p99_ms']:.2f} | "
+                   f"{r['batch_per_query_ms']:.3f} |")
+    out.append(f"\nLoad average: {c['load_start']} at the start, {c['load_end']} at the end (2 cores, shared).")
+    return "\n".join(out)
+
+
 def fmt_bytes(b: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if b < 1024 or unit == "GiB":
@@ -473,6 +561,11 @@ def main() -> None:
     p.add_argument("--skip-hnsw", action="store_true", help="FAISS part: only Flat (the ground truth) and IVF-PQ")
     p.add_argument("--rerank", type=int, nargs="+", default=[1, 4, 16],
                    help="IVF-PQ candidates per neighbour re-scored exactly (1 = the PQ ranking as is)")
+    p.add_argument("--compressed", type=int, nargs="+", default=None, metavar="N",
+                   help="(c) only: the issue-16 compressed candidates at these sizes (e.g. 100000 1000000)")
+    p.add_argument("--configs", nargs="+", default=None, help="(c): factories to run instead of the candidates")
+    p.add_argument("--sweep-nprobe", type=int, nargs="+", default=[16, 32, 64, 128])
+    p.add_argument("--hnsw-max", type=int, default=200_000, help="(c): largest size HNSW32_SQ8 is built at")
     p.add_argument("--json", dest="out", default=os.path.join(tempfile.gettempdir(), "simx-bench", "bench_index.json"),
                    help="where to write all measurements as JSON")
     args = p.parse_args()
@@ -482,6 +575,19 @@ def main() -> None:
         args.ivf = args.ivf or ["IVF256,PQ64"]
 
     results: dict[str, Any] = {"machine": machine(), "args": {k: v for k, v in vars(args).items()}}
+    if args.compressed:
+        rows = []
+        mix = Mixture(args.clusters)
+        for n in args.compressed:
+            rows += bench_compressed(n, args, mix)
+            results["compressed"] = {"rows": rows, "load_start": results["machine"]["load_at_start"],
+                                     "load_end": round(os.getloadavg()[0], 2)}
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=2, default=float))  # after each size: a long run keeps its rows
+        print(compressed_markdown(results["compressed"]))
+        print(f"\n(results written to {args.out})")
+        return
     if not args.skip_embedding:
         results["embedding"] = bench_embedding(args)
     if not args.skip_faiss:

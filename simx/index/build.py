@@ -43,6 +43,9 @@ MIN_POINTS_PER_LIST = 39
 AUTO_FACTORY = "auto"
 #: Most vectors a trained index (IVF, PQ, SQ) is trained on; larger galleries train on a seeded sample.
 TRAIN_MAX = 200_000
+#: Coarse k-means of IVF indexes: iterations and most training points per list (see :func:`_tune_training`).
+KMEANS_ITERATIONS = 10
+KMEANS_POINTS_PER_LIST = 64
 #: Vectors added to FAISS per call (bounded memory with memory-mapped inputs).
 ADD_CHUNK = 65_536
 
@@ -186,6 +189,12 @@ def _tune_training(index, n: int) -> None:
     for cp, centroids in quantisers:
         if n < cp.min_points_per_centroid * centroids:
             cp.min_points_per_centroid = max(1, n // max(1, centroids))
+    if ivf is not None:
+        # The coarse k-means is the slow part of a large build (one iteration over 160k 1280-d vectors into 4096
+        # lists took 67 s on the 2-core benchmark machine): 10 iterations on at most 64 points per list keep a
+        # 1M build within 15 minutes (docs/benchmarks.md, issue 16); exact re-scoring absorbs coarser lists.
+        ivf.cp.niter = min(ivf.cp.niter, KMEANS_ITERATIONS)
+        ivf.cp.max_points_per_centroid = min(ivf.cp.max_points_per_centroid, KMEANS_POINTS_PER_LIST)
 
 
 def training_sample(vectors: np.ndarray) -> np.ndarray:

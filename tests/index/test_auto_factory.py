@@ -17,9 +17,9 @@ def test_auto_picks_by_size():
     assert auto_factory(500, 1280)[0] == "Flat"
     assert auto_factory(FLAT_MAX, 1280)[0] == "Flat"
     assert auto_factory(100_000, 1280)[0] == f"IVF{ivf_lists(100_000)}_HNSW32,PQ320x4fs"
-    assert auto_factory(1_000_000, 1280)[0] == "IVF4096_HNSW32,PQ320x4fs"
-    assert auto_factory(1_000_000, 1282)[0] == "IVF4096_HNSW32,SQ8"  # 4-d sub-quantisers cannot split 1282
-    assert [ivf_lists(n) for n in (30_000, 100_000, 1_000_000, 10**8)] == [512, 1024, 4096, 32768]
+    assert auto_factory(1_000_000, 1280)[0] == "IVF2048_HNSW32,PQ320x4fs"
+    assert auto_factory(1_000_000, 1282)[0] == "IVF2048_HNSW32,SQ8"  # 4-d sub-quantisers cannot split 1282
+    assert [ivf_lists(n) for n in (30_000, 100_000, 1_000_000, 10**8)] == [256, 512, 2048, 16384]
 
 
 def test_auto_factory_in_a_build(gallery, root):
