@@ -261,14 +261,23 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print overall, per-label and per-query results as JSON")
     p.add_argument("--csv", metavar="FILE", default=None, help="also write the per-query table to FILE")
     p.add_argument("--show", type=int, default=10, metavar="N", help="worst queries to print in the text report")
+    p.add_argument("--queries", type=int, default=50_000, metavar="N",
+                   help="evaluate every query up to N, else a seeded sample of N (each metric then comes with a "
+                        "95%% confidence interval)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the query sample")
     _add_root(p)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     from .index import evaluate, open_index
 
-    result = evaluate(open_index(args.name, root=args.root), k=args.k, level=args.level,
-                      primary_only=args.primary_label)
+    index = open_index(args.name, root=args.root)
+    with tqdm(total=None, desc=f"evaluating {index.name}", unit="query", file=sys.stderr,
+              disable=not _progress(args), dynamic_ncols=True) as bar:
+        result = evaluate(index, k=args.k, level=args.level, primary_only=args.primary_label,
+                          queries=args.queries, seed=args.seed, progress=bar.update)
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
@@ -285,6 +294,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"no label with another item skipped, {o['n_unlabelled']} unlabelled)")
     print(f"  precision@1 {o['precision@1']:.3f}   precision@{o['k']} {o['precision@k']:.3f}   "
           f"recall@{o['k']} {o['recall@k']:.3f}   mAP@{o['k']} {o['mAP@k']:.3f}")
+    ci = o.get("ci95", {})
+    if ci:
+        what = (f"a seeded sample (seed {o['seed']}) of {o['n_queries']} of the {o['n_eligible']} queries"
+                if o.get("sampled") else f"all {o['n_queries']} queries")
+        print(f"  95% confidence intervals over {what}:")
+        print("   " + "   ".join(f"{name.replace('@k', '@' + str(o['k']))} [{lo:.3f}, {hi:.3f}]"
+                                 for name, (lo, hi) in ci.items()))
     fmt = lambda v: "-" if v != v else f"{v:.3f}"  # noqa: E731 - NaN for labels without queries
     print("\nper label (worst mAP first):")
     print(_table([[r.label, r.n_items, r.n_queries, fmt(r.p1), fmt(r.pk), fmt(r.rk), fmt(r.map)]
