@@ -57,6 +57,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .errors import SimxError
+from .relevance import label_set
 
 #: Environment variable holding a SQLAlchemy URL that overrides the per-index SQLite file.
 URL_ENV = "SIMX_LABELS_URL"
@@ -558,15 +559,15 @@ class LabelStore:
         text = "".join(json.dumps(lab.to_dict(), ensure_ascii=False) + "\n" for lab in self.list(**filters))
         return _emit(text, target)
 
-    def triplets(self, index: str, item_labels: Mapping[str, str | None] | None = None,
+    def triplets(self, index: str, item_labels: Mapping[str, Any] | None = None,
                  neighbours: Mapping[str, Iterable[str]] | None = None, user: str | Sequence[str] | None = None
                  ) -> list[dict[str, Any]]:
         """Hard-negative triplets of ``index``: one row per (query, positive, negative).
 
         negative: a neighbour labelled bad for that query (by any of the selected users).
-        positive: a neighbour labelled good for that query, or, when ``item_labels`` (id -> class label) is given,
-        a neighbour of that query (from ``neighbours`` when given, else among its labelled neighbours) whose class
-        label equals the query's. A pair that anyone labelled bad is never a positive. Queries with no bad
+        positive: a neighbour labelled good for that query, or, when ``item_labels`` (id -> class label, or a list
+        of an item's labels) is given, a neighbour of that query (from ``neighbours`` when given, else among its
+        labelled neighbours) that shares a label with the query (:mod:`simx.relevance`). A pair that anyone labelled bad is never a positive. Queries with no bad
         neighbour or no positive give no triplet. Rows: query, positive, negative, positive_source
         (``good``/``same_label``), reason (the negative's), sorted for a stable file.
         """
@@ -583,12 +584,13 @@ class LabelStore:
         for q in sorted(bad):
             negatives = bad[q]
             positives: dict[str, str] = {p: "good" for p in good.get(q, set()) if p not in negatives and p != q}
-            if item_labels is not None and item_labels.get(q) is not None:
+            if item_labels is not None and label_set(item_labels.get(q)):
                 pool = set(neighbours.get(q, ())) if neighbours is not None else set()
                 pool |= good.get(q, set()) | set(negatives)
+                q_labels = label_set(item_labels.get(q))
                 for n in pool:
                     if n != q and n not in negatives and n not in positives and \
-                            item_labels.get(n) == item_labels.get(q):
+                            not q_labels.isdisjoint(label_set(item_labels.get(n))):
                         positives[n] = "same_label"
             for p in sorted(positives):
                 for n in sorted(negatives):
@@ -597,7 +599,7 @@ class LabelStore:
         return rows
 
     def export_triplets(self, target: str | os.PathLike | IO[str] | None = None, index: str = "",
-                        item_labels: Mapping[str, str | None] | None = None,
+                        item_labels: Mapping[str, Any] | None = None,
                         neighbours: Mapping[str, Iterable[str]] | None = None,
                         paths: Mapping[str, str] | None = None, fmt: str | None = None,
                         user: str | Sequence[str] | None = None) -> str:

@@ -35,7 +35,7 @@ def index_triplets(store: LabelStore, index, k: int = 10, user: str | Sequence[s
         neighbours = {q: list(n) for q, n in zip(per_query["id"], per_query["neighbours"])}
     except SimxError:  # an unlabelled gallery has no evaluation: good labels are the only positives
         neighbours = None
-    return store.export_triplets(target, index=index.name, item_labels={it.id: it.label for it in index.items},
+    return store.export_triplets(target, index=index.name, item_labels={it.id: it.labels for it in index.items},
                                  neighbours=neighbours, paths={it.id: it.path for it in index.items}, fmt=fmt,
                                  user=user or None)
 

@@ -345,28 +345,13 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- failure summaries
 
 
-def label_confusion(per_query: Any, item_labels: Mapping[str, str | None], normalise: bool = True):
-    """Query label (rows) x neighbour label (columns) counts over the retrieved neighbours of every query of an
-    evaluation table (``per_query`` with ``label`` and ``neighbours`` columns); with ``normalise`` each row sums to
-    1 (the share of a label's retrieved neighbours that carry each label). Unlabelled neighbours count as
-    ``(none)``."""
-    import pandas as pd
+def label_confusion(per_query: Any, item_labels: Mapping[str, Any], normalise: bool = True):
+    """Query label (rows) x neighbour label (columns) over the retrieved neighbours of an evaluation table: the one
+    definition is :func:`simx.index.evaluation.label_confusion` (multi-label aware; plain counts for one label per
+    item, rows summing to 1 with ``normalise``, unlabelled neighbours as ``(none)``)."""
+    from .index.evaluation import label_confusion as confusion
 
-    counts: dict[tuple[str, str], int] = {}
-    for qlab, nbs in zip(per_query["label"], per_query["neighbours"]):
-        for n in list(nbs):
-            nlab = item_labels.get(n) or "(none)"
-            counts[(str(qlab), str(nlab))] = counts.get((str(qlab), str(nlab)), 0) + 1
-    if not counts:
-        return pd.DataFrame()
-    rows = sorted({a for a, _ in counts})
-    cols = sorted({b for _, b in counts} | set(rows))
-    df = pd.DataFrame(0.0, index=rows, columns=cols)
-    for (a, b), n in counts.items():
-        df.loc[a, b] = n
-    if normalise:
-        df = df.div(df.sum(axis=1).where(lambda x: x > 0, 1), axis=0)
-    return df
+    return confusion(per_query, dict(item_labels), normalise=normalise)
 
 
 __all__ = ["label_confusion", "overlay", "colorize", "map_limit", "png_bytes", "data_uri", "thumbnail", "pair_view_dict",

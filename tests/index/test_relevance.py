@@ -177,3 +177,13 @@ def test_index_stores_labels_and_old_format_still_opens(tmp_path):
     assert [it.labels for it in index1.items] == [["cat"], ["dog"], ["bird"], ["bird"], ["fish"]]
     res1 = evaluate(index1, k=2)
     assert not res1.overall["multi_label"] and res1.overall["n_queries"] == 2
+
+
+def test_triplet_positives_share_a_label(tmp_path):
+    from simx.labels import LabelStore
+
+    store = LabelStore(f"sqlite:///{tmp_path / 'labels.sqlite'}")
+    store.put("idx", "q", "bad1", "bad", user="ann")
+    item_labels = {"q": ["cat", "sofa"], "n1": ["sofa", "lamp"], "n2": ["dog"], "bad1": ["cat"]}
+    rows = store.triplets("idx", item_labels=item_labels, neighbours={"q": ["n1", "n2", "bad1"]})
+    assert [(r["positive"], r["negative"], r["positive_source"]) for r in rows] == [("n1", "bad1", "same_label")]
