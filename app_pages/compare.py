@@ -46,15 +46,15 @@ def _pair(root: str, a: str, stamp_a: str, b: str, stamp_b: str, query: str, nei
     return pair_pictures(exp_a, exp_b, per_map=per_map)
 
 
-def labels_seen(names: list[str]) -> str:
-    """Changes when labels of either index are added or edited (part of the comparison's cache key)."""
+def labels_seen(index_a, index_b) -> str:
+    """Changes when labels of either index are added or edited (part of the comparison's cache key). Only stores
+    that exist are read: comparing never creates a label database."""
+    from simx.diff import label_stores
+
     parts = []
-    for n in names:
-        try:
-            c = ui.label_store(n).counts(index=names)
-            parts.append(f"{c['total']}:{sorted(c['verdict'].items())}")
-        except SimxError:
-            parts.append("-")
+    for store in label_stores(index_a, index_b):
+        c = store.counts(index=[index_a.name, index_b.name])
+        parts.append(f"{c['total']}:{sorted(c['verdict'].items())}:{sorted(c['user'].items())}")
     return "|".join(parts)
 
 
@@ -90,7 +90,7 @@ k = st.sidebar.slider("k (neighbours compared)", 1, 50, ui.qp_int("k", 10, 1, 50
 try:
     index_b = ui.get_index(name_b)
     stamps = (ui.index_stamp(name_a), ui.index_stamp(name_b))
-    seen = labels_seen([name_a, name_b])
+    seen = labels_seen(index_a, index_b)
     diff = _diff(root, name_a, stamps[0], name_b, stamps[1], int(k), seen)
 except SimxError as exc:
     ui.show_error(exc, "Cannot compare")
