@@ -94,6 +94,9 @@ class TrainResult:
         if after.get("val_loss") is not None:
             lines.append(f"  validation loss {before['val_loss']:.4f} -> {after['val_loss']:.4f}   ordered "
                          f"{before['val_accuracy']:.3f} -> {after['val_accuracy']:.3f}")
+        if best == 0:
+            lines.append("  note            no epoch improved on the starting weights, so the written model equals the "
+                         "original; label more pairs or change --lr / --unfreeze")
         lines += [f"  model spec      {self.spec}", f"  written to      {self.out}",
                   f"  rebuild with    {r['rebuild_command']}"]
         return "\n".join(lines)
