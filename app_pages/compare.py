@@ -34,6 +34,14 @@ def _report(_diff_obj, key: tuple) -> str:
     return diff_report_html(_diff_obj)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _report_with_pair(_diff_obj, key: tuple, query: str, neighbour: str, method: str, _pics: dict) -> str:
+    from simx.diff import diff_report_html
+
+    return diff_report_html(_diff_obj, pair={"query": query, "neighbour": neighbour, "method": method,
+                                             "pictures": _pics})
+
+
 @st.cache_data(show_spinner="Explaining the pair under both models...", max_entries=32)
 def _pair(root: str, a: str, stamp_a: str, b: str, stamp_b: str, query: str, neighbour: str, method: str,
           per_map: bool) -> dict:
@@ -197,3 +205,8 @@ for col, key, title in ((ca, "a", f"A: {name_a}"), (cb, "b", f"B: {name_b}")):
     q_img.image(pics[key]["query"], caption=f"query {query}", width="stretch")
     n_img.image(pics[key]["neighbour"], caption=f"neighbour {neighbour}", width="stretch")
 st.image(pics["legend"], caption=pics["note"])
+st.download_button("Download the summary with this pair (HTML)",
+                   _report_with_pair(diff, (name_a, stamps[0], name_b, stamps[1], k, seen, query, neighbour, method,
+                                            per_map), query, neighbour, method, pics),
+                   file_name=f"simx-diff-{name_a}-vs-{name_b}-pair.html", mime="text/html", key="cmp_pair_html",
+                   icon=":material/download:")

@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the whole comparison as JSON")
     p.add_argument("--html", metavar="FILE", default=None,
                    help="also write the stakeholder summary (table, plot, worst queries, pairs) as one HTML file")
+    p.add_argument("--pair", nargs=2, metavar=("QUERY", "NEIGHBOUR"), default=None,
+                   help="with --html: add this pair's explanation under both models (same method)")
+    p.add_argument("--method", default="gradcam", help="explanation method of --pair")
     p.add_argument("--root", metavar="DIR", default=None,
                    help="folder holding the indexes (default: $SIMX_INDEXES, else ./indexes)")
 
@@ -47,7 +50,15 @@ def run(args: argparse.Namespace) -> int:
     d = compare_indexes(open_index(args.a, root=args.root), open_index(args.b, root=args.root), k=args.k,
                         level=args.level)
     if args.html:
-        _write_atomically(args.html, diff_report_html(d))
+        pair = None
+        if args.pair:
+            from .core import explain_both, pair_pictures
+
+            exp_a, exp_b = explain_both(open_index(args.a, root=args.root), open_index(args.b, root=args.root),
+                                        args.pair[0], args.pair[1], method=args.method)
+            pair = {"query": args.pair[0], "neighbour": args.pair[1], "method": args.method,
+                    "pictures": pair_pictures(exp_a, exp_b)}
+        _write_atomically(args.html, diff_report_html(d, pair=pair))
     if args.json:
         json.dump(d.to_dict(), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")

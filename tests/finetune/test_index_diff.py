@@ -94,6 +94,10 @@ def test_cli_json_and_html(root, tmp_path, capsys):
     assert "<img src=\"data:image/png;base64," in text and "tiny-b" in text and "precision@1" in text
     assert main(["diff", "tiny", "tiny-b", "--root", str(root)]) == 0
     assert "worst" in capsys.readouterr().out
+    assert main(["diff", "tiny", "tiny-b", "--html", str(html), "--pair", "red/red0.png", "red/red1.png",
+                 "--root", str(root)]) == 0
+    text = html.read_text()
+    assert "Pair <code>red/red0.png</code>" in text and text.count("data:image/png;base64,") == 6
 
 
 def test_html_escapes_what_users_wrote(root):
