@@ -319,9 +319,9 @@ def open_gallery(source: str | os.PathLike) -> list[Item]:
     """Items of a folder, a manifest (``.csv``, ``.parquet``) or a FiftyOne dataset (``fiftyone:NAME``, see
     :mod:`simx.fiftyone_io`). Raises :class:`GalleryError` if it is none of these or holds no image."""
     if isinstance(source, str) and source.startswith("fiftyone:"):
-        from .fiftyone_io import gallery_items
+        from .fiftyone_io import gallery_records
 
-        return gallery_items(source)
+        return [Item(**record) for record in gallery_records(source)]
     src = Path(source)
     if src.is_dir():
         items = _folder_items(src)

@@ -3,7 +3,7 @@
 Many users keep their images, classes and boxes in FiftyOne; simx reads them from there instead of asking for a
 manifest, and writes what people decided in the dashboard back where the rest of their curation happens.
 
-* ``simx index build fiftyone:DATASET`` (:func:`gallery_items`): one item per sample with its ``filepath``; the
+* ``simx index build fiftyone:DATASET`` (:func:`gallery_records`): one item per sample with its ``filepath``; the
   label is the sample's classification (the field ``ground_truth`` when it is a ``Classification``, else the first
   ``Classification`` field of the schema), the boxes are every ``Detections`` field's detections converted from
   FiftyOne's relative ``[x, y, w, h]`` to simx's pixel ``x0, y0, x1, y1`` (category = the detection's label), and
@@ -70,10 +70,9 @@ def _size(sample) -> tuple[int, int] | None:
         return None  # a missing or broken file: the build reports it when it tries to decode it
 
 
-def gallery_items(source: str) -> list:
-    """The items of ``fiftyone:DATASET`` (see the module docstring)."""
-    from .data import Item
-
+def gallery_records(source: str) -> list[dict[str, Any]]:
+    """The items of ``fiftyone:DATASET`` as the keyword arguments of :class:`simx.data.Item` (see the module
+    docstring); :func:`simx.data.open_gallery` makes the items, so this module needs nothing from simx.data."""
     fo = _fiftyone()
     dataset = load_dataset(source[len(PREFIX):])
     schema = dataset.get_field_schema()
@@ -99,7 +98,7 @@ def gallery_items(source: str) -> list:
                 x, y, w, h = det.bounding_box
                 boxes.append({"x0": x * size[0], "y0": y * size[1], "x1": (x + w) * size[0], "y1": (y + h) * size[1],
                               "category": det.label, "field": field})
-        items.append(Item(id=Path(path).relative_to(common).as_posix(), path=path,
+        items.append(dict(id=Path(path).relative_to(common).as_posix(), path=path,
                           label=getattr(label, "label", None), boxes=boxes,
                           metadata={"fiftyone_id": sample.id, "fiftyone_dataset": dataset.name}))
     return items
@@ -134,4 +133,4 @@ def export_verdicts(store, index, dataset_name: str, user: str | Sequence[str] |
     return len(labels)
 
 
-__all__ = ["gallery_items", "export_verdicts", "is_fiftyone_source", "PREFIX"]
+__all__ = ["gallery_records", "export_verdicts", "is_fiftyone_source", "PREFIX"]
