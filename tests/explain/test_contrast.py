@@ -151,3 +151,20 @@ def test_region_words():
     img = np.zeros((30, 30, 3), np.uint8)
     img[..., 1] = 200
     assert describe_region(img, mask) == "the green region at the top left"
+
+
+def test_contrast_pictures_share_one_scale_and_outline_the_region(planted, tmp_path):
+    from simx.explain.contrast_view import REGION_COLOUR, contrast_figure, contrast_panels
+    from simx.render import shared_limit
+
+    q, wrong, right, _, box_b = planted
+    w = why_not(tiny_gap(), q, wrong, right, method="gradcam")
+    panels = contrast_panels(w)
+    pair = w.contrast.pair.neighbour_maps
+    assert panels["pair_limit"] == pytest.approx(shared_limit([pair[0], pair[1]]))
+    assert panels["query_limit"] == pytest.approx(shared_limit([w.contrast.query_maps[0]]))
+    on_region = np.all(panels["query"] == REGION_COLOUR, axis=-1)
+    assert on_region.any() and not np.all(w.contrast.query_image == REGION_COLOUR, axis=-1).any()
+    png = tmp_path / "why.png"
+    img = contrast_figure(w, png)
+    assert png.is_file() and img.size[0] == 3 * 320 + 16 and not list(tmp_path.glob(".*tmp"))
