@@ -251,14 +251,38 @@ def save_maps(path: str | os.PathLike, maps: dict[str, Any]) -> None:
     os.replace(tmp, target)
 
 
-def _bar(args: argparse.Namespace, total: int, slow: bool):
-    """A tqdm bar over the explanations to compute, on a terminal, for slow runs (perturbation methods,
-    counterfactual searches), never with --quiet or --json on a pipe; None otherwise."""
-    if not slow or getattr(args, "quiet", False) or not sys.stderr.isatty() or total < 1:
-        return None
-    from tqdm.auto import tqdm
+class PassBar:
+    """A tqdm bar of the passes of each explanation (the engine's :class:`~simx.explain.progress.Progress`: passes
+    done of the estimated total, time left), on a terminal, for slow methods only (perturbation and joint
+    black-box methods, counterfactual searches); never with --quiet or when stderr is not a terminal."""
 
-    return tqdm(total=total, desc="explaining", unit="expl", file=sys.stderr, leave=False)
+    def __init__(self, args: argparse.Namespace, slow: bool):
+        self.enabled = slow and not getattr(args, "quiet", False) and sys.stderr.isatty()
+        self._bar = None
+
+    def progress(self, desc: str):
+        """A fresh engine progress object drawing into a bar labelled ``desc`` (None when disabled)."""
+        if not self.enabled:
+            return None
+        from tqdm.auto import tqdm
+
+        from .progress import Progress
+
+        self.close()
+        self._bar = bar = tqdm(total=None, desc=desc, unit="pass", file=sys.stderr, leave=False)
+
+        def draw(p: Progress) -> None:
+            if p.total and bar.total != p.total:
+                bar.total = p.total
+            bar.n = min(p.done, p.total or p.done)
+            bar.refresh()
+
+        return Progress(callback=draw)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def _maps_entry(maps: dict[str, Any], store: bool, key: str, value: Any) -> Any:
@@ -305,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
     fkw = {} if args.background == "black" else {"background": _background(args.background)}
     slow = bool(rights and args.counterfactual) or any(REGISTRY[m].kind in ("perturbation", "joint") for m in methods)
     units = len(methods) * (len(neighbours) if rights else 1)
-    bar = _bar(args, units, slow)
+    bar = PassBar(args, slow)
     header = {"index": index.name, "model": {"spec": model.spec, "layer": model.layer, "metric": model.metric},
               "query": {"id": q_id, "path": q_path}}
     stored: dict[str, Any] = {}
@@ -314,18 +338,15 @@ def run(args: argparse.Namespace) -> int:
         for method in methods:
             if rights:
                 for k, wrong in enumerate(n_imgs):
+                    progress = bar.progress(f"{method} {k + 1}/{len(neighbours)}")
                     results.append(_contrast_one(args, model, method, params[method], q_img, wrong, r_imgs, k,
-                                                 neighbours[k], rights, units > 1, stored, fkw))
-                    if bar is not None:
-                        bar.update(1)
+                                                 neighbours[k], rights, units > 1, stored, fkw, progress))
             else:
                 results.append(_plain_one(args, model, method, params[method], q_img, n_imgs, neighbours, point,
-                                          box, units > 1 or len(neighbours) > 1, stored, fkw))
-                if bar is not None:
-                    bar.update(1)
+                                          box, units > 1 or len(neighbours) > 1, stored, fkw,
+                                          bar.progress(method)))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     if args.save_maps:
         save_maps(args.save_maps, stored)
     if args.json:
@@ -361,14 +382,15 @@ def _faithfulness_lines(exp: Any, fkw: dict[str, Any], k: int) -> list[str]:
     return lines
 
 
-def _plain_one(args, model, method, params, q_img, n_imgs, neighbours, point, box, many, stored, fkw) -> dict:
+def _plain_one(args, model, method, params, q_img, n_imgs, neighbours, point, box, many, stored, fkw,
+               progress=None) -> dict:
     """One method over all neighbours (one explanation: the query's passes are shared)."""
     from . import explain
     from .base import REGISTRY
     from .figures import explanation_to_json, pair_figure
     from .views import draw_joint
 
-    exp = explain(model, q_img, n_imgs, method=method, side=args.side, seed=args.seed, **params)
+    exp = explain(model, q_img, n_imgs, method=method, side=args.side, seed=args.seed, progress=progress, **params)
     if args.faithfulness:
         exp.faithfulness(**fkw)
     figures = []
@@ -408,7 +430,7 @@ def _plain_one(args, model, method, params, q_img, n_imgs, neighbours, point, bo
 
 
 def _contrast_one(args, model, method, params, q_img, wrong, r_imgs, k, wrong_ref, rights, many, stored,
-                  fkw) -> dict:
+                  fkw, progress=None) -> dict:
     """Why wrong neighbour ``k`` beat the right one(s) with one method: contrast maps, counterfactuals, reading."""
     from .contrast import why_not
     from .contrast_view import contrast_figure
@@ -417,11 +439,11 @@ def _contrast_one(args, model, method, params, q_img, wrong, r_imgs, k, wrong_re
 
     if args.counterfactual:
         result = why_not(model, q_img, wrong, r_imgs, method=method, seed=args.seed,
-                         wrong_side=args.side != "query", **params)
+                         wrong_side=args.side != "query", progress=progress, **params)
         contrast = result.contrast
     else:
         result = contrast = explain(model, q_img, wrong, versus=r_imgs, method=method, side=args.side,
-                                    seed=args.seed, **params)
+                                    seed=args.seed, progress=progress, **params)
     store = bool(args.save_maps)
     summary: dict[str, Any] = {
         "method": method, "wrong": {"id": wrong_ref[0], "path": wrong_ref[1]},

@@ -182,14 +182,16 @@ def suggest_reason(query_region: Counterfactual, grey: dict[str, Any], boxes: np
 
 def why_not(model: SimModel, query: Any, wrong: Any, right: Any, method: str = "searchcam", seed: int = 0,
             grid: int | None = None, boxes: np.ndarray | None = None, wrong_side: bool = True,
-            **params: Any) -> WhyNot:
+            progress: Any = None, **params: Any) -> WhyNot:
     """The "Why not the right one?" analysis of one failure (see the module docstring). ``right`` may be a list
     (every right neighbour must win for a region to count). ``boxes``: the query's object mask (H, W) at model
-    input resolution, when known, for the reason suggestion."""
+    input resolution, when known, for the reason suggestion. ``progress``: the engine's progress of the contrastive
+    explanation (:class:`simx.explain.progress.Progress` or a callback)."""
     rights = list(right) if isinstance(right, (list, tuple)) else [right]
     if not rights:
         raise ExplainError("why_not needs at least one right neighbour")
-    exp = explain(model, query, wrong, versus=rights, method=method, seed=seed, side="both", **params)
+    exp = explain(model, query, wrong, versus=rights, method=method, seed=seed, side="both", progress=progress,
+                  **params)
     kw = {} if grid is None else {"grid": grid}
     # every right neighbour must win, so the hardest rival (the largest margin) decides: its map leads the search
     j = int(np.argmax(exp.margins))

@@ -8,7 +8,8 @@ Given a query q ranked closer to a wrong neighbour w than to a right one r (marg
   candidate region is *verified by a forward pass* (its cells filled with the removal fill, the masked query
   embedded and scored against both neighbours); the answer is the smallest grown region whose removal makes
   s(q', r) > s(q', w), with its area (share of the image). Candidates are evaluated in batches in increasing size
-  and the search stops at the first batch holding a flip, so a small region costs few passes.
+  and the search stops at the first batch holding a flip; batches start at 8 regions and double, so a small region
+  costs few passes.
 * **wrong side**: the same on the wrong neighbour, ordered by its pair map with the query (what makes it look like
   the query), until s(q, w') < s(q, r).
 * **global**: when no region up to half the image flips the order, the cause is global (colour, style), not a
@@ -35,6 +36,8 @@ from .engine import PairContext
 GRID = 16
 #: Largest region tried, as a share of the image ("up to half the image": beyond it the cause is global).
 MAX_AREA = 0.5
+#: Regions tried in the first batch of forward passes; later batches double up to the engine's batch size.
+FIRST_BATCH = 8
 #: A grey margin below this share of the colour margin counts as collapsed (colour decides).
 COLLAPSE = 0.25
 
@@ -133,9 +136,10 @@ def counterfactual(model: SimModel, query: Any, wrong: Any, rights: Any, score_m
     last_margin = before
     if before <= 0:
         found_step = 0
-    step = 0
+    step, chunk = 0, min(FIRST_BATCH, ctx.batch_size)
     while found_step is None and step < n_steps:
-        steps = torch.arange(step + 1, min(step + ctx.batch_size, n_steps) + 1, device=ctx.device)
+        steps = torch.arange(step + 1, min(step + chunk, n_steps) + 1, device=ctx.device)
+        chunk = min(2 * chunk, ctx.batch_size)  # small first batches: a small region costs few passes
         keep = (pixel_rank[None] >= steps[:, None, None]).float()  # remove the first `steps` cells
         margins = _margins(ctx, side, keep, fill)
         for s, m in zip(steps.tolist(), margins.tolist()):

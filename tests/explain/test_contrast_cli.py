@@ -138,3 +138,20 @@ def test_feature_command_help_lines_match_their_modules():
     for name, module, help_text in FEATURE_COMMANDS:
         command = importlib.import_module(module).COMMAND
         assert command[0] == name and command[3] == help_text, name
+
+
+def test_pass_bar_follows_the_engine_progress(monkeypatch, random_images, capsys):
+    import argparse
+
+    from simx.explain import explain
+    from simx.models.toy import tiny_gap
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    bar = explain_cli.PassBar(argparse.Namespace(quiet=False), slow=True)
+    progress = bar.progress("rise")
+    q, n = random_images(2, seed=8)
+    explain(tiny_gap(), q, [n], method="rise", side="query", n_samples=40, progress=progress)
+    assert bar._bar.total == progress.total and bar._bar.n == progress.done >= 40
+    bar.close()
+    assert explain_cli.PassBar(argparse.Namespace(quiet=True), slow=True).progress("x") is None
+    assert explain_cli.PassBar(argparse.Namespace(quiet=False), slow=False).progress("x") is None
