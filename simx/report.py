@@ -117,7 +117,7 @@ def pair_view_dict(explanation: Any, k: int = 0) -> dict[str, Any]:
     joint = getattr(explanation, "joint", None)
     cells = getattr(explanation, "neighbour_cells", None)
     if isinstance(cells, dict) and cells.get("kind") == "segments" and np.asarray(cells["segments"]).ndim == 3:
-        from .explain.views import cells_for
+        from .explain.cells import cells_for
 
         cells = cells_for(cells, k)
     extras = {}

@@ -10,7 +10,7 @@ from torch import nn
 from simx.explain import explain
 from simx.explain.methods.jointsbsm import mixed_derivative, spread_matrix
 from simx.explain.masks import sliding_window_masks
-from simx.explain.views import cell_index_map, grid_cells
+from simx.explain.cells import cell_index_map, grid_cells
 from simx.models.toy import PooledModel, _linear, tiny_linear
 
 

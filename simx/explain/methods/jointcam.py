@@ -47,7 +47,7 @@ import torch
 from ...errors import ExplainError
 from ..base import MethodOutput, register
 from ..engine import PairContext
-from ..views import grid_cells
+from ..cells import grid_cells
 
 
 def pooled_positions(feats: torch.Tensor, pool: str) -> tuple[torch.Tensor, float]:

@@ -51,7 +51,7 @@ from ...errors import ExplainError
 from ..base import MethodOutput, register
 from ..engine import PairContext
 from .jointcam import pooled_positions
-from ..views import grid_cells
+from ..cells import grid_cells
 
 FORMS = ("auto", "closed", "pooled", "positions")
 

@@ -38,7 +38,7 @@ from ..base import MethodOutput, register
 from ..engine import PairContext
 from ..masks import sliding_window_masks, window_boxes
 from .sbsm import default_window, n_windows
-from ..views import cell_index_map, grid_cells
+from ..cells import cell_index_map, grid_cells
 
 
 def mixed_derivative(sims: torch.Tensor) -> torch.Tensor:

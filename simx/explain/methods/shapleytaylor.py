@@ -80,7 +80,7 @@ from ..base import MethodOutput, register
 from ..engine import PairContext
 from ..masks import coalition_masks
 from ..superpixels import chunk_size, method_segmentation, resolve_baseline, segment
-from ..views import segment_cells
+from ..cells import segment_cells
 
 ValueFn = Callable[[np.ndarray], np.ndarray]
 
