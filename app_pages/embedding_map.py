@@ -29,7 +29,7 @@ if colour_by == "correctness":
 
 st.caption(f"{len(df)} images, {method.upper()} projection (computed once, stored beside the index). Click a point "
            "to make it the query; pick the lasso or box tool in the chart's toolbar to see thumbnails.")
-fig = map_figure(df, colour_by, per_query)
+fig = map_figure(df, colour_by, per_query, item_labels={it.id: it.labels for it in index.items})
 event = st.plotly_chart(fig, key="embedding_map", on_select="rerun", selection_mode=("points", "box", "lasso"))
 
 sel = event.selection if event is not None else None

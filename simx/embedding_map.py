@@ -61,13 +61,14 @@ def correctness_groups(ids: Sequence[str], per_query: Any) -> list[str]:
 
 
 def map_figure(df: Any, colour_by: str = "label", per_query: Any = None, max_labels: int = MAX_LABELS,
-               webgl_above: int = 5000):
+               webgl_above: int = 5000, item_labels: dict[str, Sequence[str]] | None = None):
     """A Plotly scatter of the projection ``df`` (``id``, ``label``, ``x``, ``y``), one trace per colour group.
 
     ``colour_by="label"``: one trace per frequent label, then ``other``. ``colour_by="correctness"``: the traces
     right, wrong and not a query (``per_query`` from :func:`simx.index.evaluate`; without it every point is
-    "not a query"). Points carry ``customdata = [id, label]`` for selections. Above ``webgl_above`` points the
-    traces use WebGL.
+    "not a query"). Points carry ``customdata = [id, labels]`` for selections and the hover text (``labels``:
+    every label of the item from ``item_labels``, ``a | b``, else its primary label; colours follow the primary
+    label). Above ``webgl_above`` points the traces use WebGL.
     """
     import plotly.graph_objects as go
 
@@ -88,6 +89,7 @@ def map_figure(df: Any, colour_by: str = "label", per_query: Any = None, max_lab
         order = list(CORRECTNESS)
         style = CORRECTNESS
         title = "first neighbour"
+    hover = [" | ".join(item_labels[i]) if item_labels and item_labels.get(i) else lab for i, lab in zip(ids, labels)]
     trace = go.Scatter if len(ids) <= webgl_above else go.Scattergl  # SVG points are crisp and clickable
     fig = go.Figure()
     xs, ys = list(df["x"]), list(df["y"])
@@ -98,7 +100,7 @@ def map_figure(df: Any, colour_by: str = "label", per_query: Any = None, max_lab
         colour, name = style[group]
         fig.add_trace(trace(
             x=[xs[j] for j in rows], y=[ys[j] for j in rows], mode="markers", name=name, legendgroup=group,
-            customdata=[[ids[j], labels[j]] for j in rows],
+            customdata=[[ids[j], hover[j]] for j in rows],
             marker=dict(size=7, opacity=0.85, color=colour, line=dict(width=0)),
             hovertemplate="%{customdata[0]}<br>%{customdata[1]}<extra>" + name.split(":")[0] + "</extra>",
         ))

@@ -52,7 +52,8 @@ def test_35_labels_get_30_colours_and_other():
 
 
 def test_few_labels_no_other_and_unlabelled_points_are_shown():
-    fig = map_figure(projection(["a", "b", None, "a"]), "label")
+    fig = map_figure(projection(["a", "b", None, "a"]), "label", item_labels={"i0": ["a", "c"]})
+    assert [c[1] for c in fig.data[0].customdata] == ["a | c", "a"]  # hover: every label; colour: the primary
     assert [t.name for t in fig.data] == ["a", "(none)", "b"]  # most frequent first, ties by name
     assert OTHER not in [t.name for t in fig.data] and fig.layout.legend.title.text == "label"
     assert label_colours(["a", "a", "b"]) == {"a": LABEL_PALETTE[0], "b": LABEL_PALETTE[1]}
