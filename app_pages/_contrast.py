@@ -81,6 +81,16 @@ def contrast_section(name: str, index, store, query: str, neighbour: str, key: s
         return None
     method = st.selectbox("Contrast method", methods, key=f"contrast_method_{key}",
                           help="The map of the margin s(query, wrong) - s(query, right) on the query")
+    from simx.explain import REGISTRY
+    from simx.explain.engine import estimate
+
+    run_key = f"contrast_run_{key}_{query}_{neighbour}_{right}_{method}"
+    if REGISTRY[method].kind == "perturbation" and not st.session_state.get(run_key):
+        cost = estimate(index.model, method, k=2, side="both")
+        st.caption(f"{cost.describe()}, plus up to 256 passes for the counterfactual regions.")
+        st.button("Run", key=f"contrast_go_{key}", icon=":material/play_arrow:",
+                  on_click=lambda: st.session_state.__setitem__(run_key, True))
+        return None
     try:
         with st.spinner(f"Comparing the two neighbours with {method}..."):
             view = get_why_not(name, query, neighbour, right, method)

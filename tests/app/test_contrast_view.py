@@ -68,3 +68,15 @@ def test_review_queue_can_show_the_contrast_view(indexes):
     assert not at.error
     assert "Why not the right one?" in [h.value for h in at.subheader] or "nothing to compare with" in texts(
         at.caption)
+
+
+def test_a_slow_contrast_method_says_its_cost_and_waits_for_run(indexes):
+    wrong = first_neighbour(indexes)
+    store(indexes).put("tiny", QUERY, wrong, "bad", user="ann")
+    at = run(app(index="tiny", query=QUERY, neighbour=wrong))
+    at.selectbox(key="contrast_method_explore").set_value("sbsm")
+    run(at)
+    assert "forward passes" in texts(at.caption) and not any(c.startswith("wrong ") for c in image_captions(at))
+    at.button(key="contrast_go_explore").click()
+    run(at)
+    assert any(c.startswith(f"wrong {wrong}: s = ") for c in image_captions(at)) and not at.error
