@@ -51,8 +51,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from simx.attributes import (AttributePredictor, TrainConfig, compare_heat, expand_attribute,  # noqa: E402
-                             item_attributes, predictor_dir, split_items)
+from simx.attribute_training import TrainConfig, compare_heat, split_items  # noqa: E402
+from simx.attributes import AttributePredictor, expand_attribute, item_attributes, predictor_dir  # noqa: E402
 from simx.data import load_image  # noqa: E402
 from simx.explain import FEATURE_CACHE, explain  # noqa: E402
 

@@ -426,7 +426,7 @@ FEATURE_COMMANDS: list[tuple[str, str, str]] = [
      "build the demo galleries (Tux Paint stamps, generated scenes) and their indexes; idempotent"),
     ("explain", "simx.explain.cli",
      "explain why a neighbour matches a query, or why a wrong one beat the right one (--versus)"),
-    ("attributes", "simx.attributes.cli", "train SANE attribute predictors and compare them (methods.md 4, 7.3)"),
+    ("attributes", "simx.attribute_training.cli", "train SANE attribute predictors and compare them (methods.md 4, 7.3)"),
     ("train", "simx.training.cli",
      "fine-tune an index's model on its labelled matches (bad = hard negatives, good = positives)"),
     ("diff", "simx.diff.cli",

@@ -1,13 +1,15 @@
-"""SANE's attributes (methods.md 4): vocabularies, the attribute predictor and its training.
+"""SANE's attributes (methods.md 4): vocabularies, the attribute predictor and where an index keeps it.
 
->>> from simx.attributes import vocabulary_from_manifest, train_for_index, load_predictor
+>>> from simx.attributes import vocabulary_from_manifest, load_predictor, index_attributes
 >>> from simx.index import open_index
 >>> index = open_index("scenes")
->>> result = train_for_index(index)                 # INDEX/attributes/predictor/ (with L_heat, 4.3)
+>>> index_attributes(index).params                  # {"predictor": "INDEX/attributes/predictor"} once trained
 >>> from simx.explain import explain
->>> exp = explain(index.model, q, [nb], method="sane", predictor=result.path)
+>>> exp = explain(index.model, q, [nb], method="sane", **index_attributes(index).params)
 >>> exp.extras["query_best"], exp.extras["query_ranking"][0][:3]
 
+Training a predictor (with saliency maps from :mod:`simx.explain`) is :mod:`simx.attribute_training`; this package
+does not import the explanation engine, which uses it (the ``sane`` method), so the two never import each other.
 Without a trained predictor the default model's ImageNet classifier serves as the vocabulary
 (:class:`ImageNetAttributes`, class activation maps). :func:`index_attributes` says which one SANE should use for
 an index (the dashboard asks it).
@@ -17,19 +19,15 @@ from __future__ import annotations
 
 from .predictor import (PREDICTOR_FORMAT, AttributeHead, AttributePredictor, ImageNetAttributes, load_predictor,
                         match_scores, model_record, spatial_softmax)
-from .train import (IndexAttributes, TrainConfig, TrainResult, attributes_dir, compare_heat, compute_features,
-                    compute_saliency, heat_loss, index_attributes, mean_average_precision, predictor_dir, split_items,
-                    train_for_index, train_predictor)
+from .store import HEAT_DIR, NO_HEAT_DIR, IndexAttributes, attributes_dir, index_attributes, predictor_dir
 from .vocab import (VOCAB_FORMAT, AttributeSyntaxError, AttributeVocabularyError, EmptyVocabularyError,
                     PredictorError, Vocabulary, expand_attribute, imagenet_vocabulary, item_attributes,
                     validate_attribute, vocabulary_from_folder, vocabulary_from_items, vocabulary_from_manifest)
 
 __all__ = [
     "AttributeHead", "AttributePredictor", "AttributeSyntaxError", "AttributeVocabularyError", "EmptyVocabularyError",
-    "ImageNetAttributes", "IndexAttributes", "index_attributes", "PREDICTOR_FORMAT", "PredictorError", "TrainConfig", "TrainResult", "VOCAB_FORMAT",
-    "Vocabulary", "attributes_dir", "compare_heat", "compute_features", "compute_saliency", "expand_attribute",
-    "heat_loss", "imagenet_vocabulary", "item_attributes", "load_predictor", "match_scores",
-    "mean_average_precision", "model_record", "predictor_dir", "spatial_softmax", "split_items", "train_for_index",
-    "train_predictor", "validate_attribute", "vocabulary_from_folder", "vocabulary_from_items",
-    "vocabulary_from_manifest",
+    "HEAT_DIR", "ImageNetAttributes", "IndexAttributes", "NO_HEAT_DIR", "PREDICTOR_FORMAT", "PredictorError",
+    "VOCAB_FORMAT", "Vocabulary", "attributes_dir", "expand_attribute", "imagenet_vocabulary", "index_attributes",
+    "item_attributes", "load_predictor", "match_scores", "model_record", "predictor_dir", "spatial_softmax",
+    "validate_attribute", "vocabulary_from_folder", "vocabulary_from_items", "vocabulary_from_manifest",
 ]

@@ -18,7 +18,7 @@ NAMES = ["look:everywhere", "look:nowhere", "look:sometimes"]
 def save_predictor(root) -> None:
     """A predictor for the tiny index: 'everywhere' is predicted for every image, 'nowhere' for none."""
     from simx.attributes import AttributeHead, AttributePredictor, Vocabulary, model_record
-    from simx.attributes.train import predictor_dir
+    from simx.attributes import predictor_dir
     from simx.index import open_index
 
     index = open_index("tiny", root=root)

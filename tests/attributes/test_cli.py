@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from simx.attributes.cli import COMMAND, add_arguments, run
+from simx.attribute_training.cli import COMMAND, add_arguments, run
 from simx.cli import main
 from simx.index import build_index
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from simx.attributes import AttributeHead, AttributePredictor, Vocabulary, index_attributes, model_record
-from simx.attributes.train import predictor_dir
+from simx.attributes import predictor_dir
 from simx.explain import explain
 from simx.explain.methods.sane import shared_attribute_rows
 

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from simx.attributes import (AttributeHead, AttributePredictor, EmptyVocabularyError, PredictorError, TrainConfig,
-                             compute_features, heat_loss, load_predictor, mean_average_precision, split_items,
-                             train_predictor)
+from simx.attribute_training import (TrainConfig, compute_features, compute_saliency, heat_loss, mean_average_precision,
+                                     nearest_references, split_items, train_predictor)
+from simx.attributes import AttributeHead, AttributePredictor, EmptyVocabularyError, PredictorError, load_predictor
 from simx.attributes.predictor import spatial_softmax
-from simx.attributes.train import compute_saliency, nearest_references
 from simx.data import Item, open_gallery
 from simx.models.toy import tiny_gap
 
@@ -164,7 +163,7 @@ def test_attribute_head_shapes():
 def test_average_precision_equals_sklearn_with_ties():
     from sklearn.metrics import average_precision_score
 
-    from simx.attributes.train import average_precision
+    from simx.attribute_training import average_precision
 
     rng = np.random.default_rng(0)
     for trial in range(20):

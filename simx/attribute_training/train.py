@@ -49,17 +49,16 @@ import torch.nn.functional as F
 from ..data import Item, file_fingerprint, load_image
 from ..errors import ImageLoadError, SimxError
 from ..models import SimModel
-from .predictor import (AttributeHead, AttributePredictor, PredictorError, _json_default, match_scores, model_record,
+from ..attributes.predictor import (AttributeHead, AttributePredictor, PredictorError, _json_default, match_scores, model_record,
                         resize_maps)
-from .vocab import EmptyVocabularyError, Vocabulary, vocabulary_from_items
+from ..attributes.store import attributes_dir, predictor_dir
+from ..attributes.vocab import EmptyVocabularyError, Vocabulary, vocabulary_from_items
 
 #: Version of the feature / saliency cache files.
 CACHE_FORMAT = 1
 FEATURES_FILE = "features.npy"
 SALIENCY_FILE = "saliency.npy"
 #: Sub-folders of ``INDEX/attributes/`` holding the two predictors.
-HEAT_DIR = "predictor"
-NO_HEAT_DIR = "predictor-no-heat"
 #: RISE parameters used for saliency supervision unless others are given (methods.md 4.2 uses N = 2000).
 DEFAULT_SALIENCY_PARAMS: dict[str, dict[str, Any]] = {"rise": {"n_samples": 128}}
 
@@ -572,54 +571,6 @@ def train_predictor(model: SimModel, items: Sequence[Item], out_dir: str | os.Pa
 
 
 # --------------------------------------------------------------------------------------------- indexes
-
-
-def attributes_dir(index: Any) -> Path:
-    """``INDEX/attributes/``: the caches and the predictors of an index."""
-    return Path(index.path) / "attributes"
-
-
-def predictor_dir(index: Any, heat: bool = True) -> Path:
-    return attributes_dir(index) / (HEAT_DIR if heat else NO_HEAT_DIR)
-
-
-@dataclass(frozen=True)
-class IndexAttributes:
-    """What SANE should use for an index: ``params`` to pass to the ``sane`` method (``{"predictor": folder}``
-    when a predictor trained for the index fits its model, else empty: the model's ImageNet classes) and
-    ``note``, one sentence saying which vocabulary that is and why."""
-
-    params: dict[str, Any]
-    note: str
-    predictor: "AttributePredictor | None" = None
-
-
-def index_attributes(index: Any) -> IndexAttributes:
-    """The attribute predictor trained for ``index`` (``INDEX/attributes/predictor/``, trained with saliency
-    supervision, else ``predictor-no-heat/``) when one exists and was trained on the index's model; otherwise
-    empty params (the ``sane`` method then falls back to the model's ImageNet classifier) and a note saying why
-    (none trained, or the trained one unusable and for what reason)."""
-    problems = []
-    for heat in (True, False):
-        folder = predictor_dir(index, heat)
-        if not (folder / "predictor.json").is_file():
-            continue
-        try:
-            pred = AttributePredictor.load(folder)
-            pred.check_model(index.model)
-        except PredictorError as exc:
-            problems.append(f"{folder.name}/: {exc}")
-            continue
-        source = pred.vocabulary.description or f"{pred.vocabulary.source} vocabulary"
-        return IndexAttributes({"predictor": str(folder)},
-                               f"the attribute predictor trained for this index ({len(pred.vocabulary)} attributes; "
-                               f"{source}) at `{folder}`", pred)
-    if problems:
-        return IndexAttributes({}, "the predictor trained for this index cannot be used (" + "; ".join(problems)
-                               + "), so the model's ImageNet classes serve as the vocabulary")
-    return IndexAttributes({}, "no attribute predictor is trained for this index (`simx attributes train "
-                               f"{getattr(index, 'name', 'INDEX')}` trains one on its labels and attributes), so "
-                               "the model's ImageNet classes serve as the vocabulary")
 
 
 def train_for_index(index: Any, config: TrainConfig | None = None, progress: bool = True,
