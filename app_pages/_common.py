@@ -559,7 +559,7 @@ def pair_badge(index, query: str, neighbour: str) -> str:
 def labels_text(item) -> str:
     """Every label of a gallery item, ``a | b``, with Markdown's special characters escaped (labels are user
     text: shown as written, never interpreted)."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", " | ".join(item.labels)) if item.labels else "-"
+    return plain(" | ".join(item.labels)) if item.labels else "-"
 
 
 def verdict_badge(verdict: str | None) -> str:
@@ -582,6 +582,7 @@ def guarded(fn: Callable[[], Any], what: str = "") -> Any:
 
 
 _MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+_AUTOLINK_STARTS = re.compile(r"(:|\bwww)(//|\.)", re.IGNORECASE)
 
 
 def plain(text: Any) -> str:
@@ -589,5 +590,9 @@ def plain(text: Any) -> str:
 
     Every ASCII punctuation character is backslash-escaped (CommonMark allows that for all of them) and line
     breaks become spaces, so the text shows as typed: no image is fetched, no link, emphasis, heading, HTML,
-    colour directive or icon is made. Where no Markdown is needed, draw user text with ``st.text`` instead."""
-    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", str(text)).replace("\r", " ").replace("\n", " ")
+    colour directive or icon is made. Streamlit's Markdown also turns bare URLs, ``www.`` names and e-mail
+    addresses found in the *parsed* text into links, which no escape prevents: an invisible word joiner (U+2060)
+    after ``:`` in ``://``, after ``www`` and before ``@`` keeps them plain (seen in a browser: ``[bob](http://x/)``
+    as a user name became a link). Where no Markdown is needed, draw user text with ``st.text`` instead."""
+    text = _AUTOLINK_STARTS.sub(lambda m: m.group(1) + "\u2060" + m.group(2), str(text)).replace("@", "\u2060@")
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text).replace("\r", " ").replace("\n", " ")

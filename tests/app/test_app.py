@@ -37,8 +37,9 @@ def image_captions(at) -> list[str]:
 
 
 def texts(elements) -> str:
-    """The elements' text as a reader sees it (backslash escapes of user text in Markdown removed)."""
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", "\n".join(str(e.value) for e in elements))
+    """The elements' text as a reader sees it (the escapes of user text in Markdown removed, ``ui.plain``)."""
+    shown = "\n".join(str(e.value) for e in elements).replace("\u2060", "")  # invisible word joiners
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", shown)
 
 
 def run(at):

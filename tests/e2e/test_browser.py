@@ -44,7 +44,7 @@ def start_server(root: Path, port: int, user: str = "e2e") -> subprocess.Popen:
     log = open(root.parent / f"streamlit-{port}.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
-         "--server.address", "localhost", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+         "--server.address", "localhost", "--server.headless", "true"],  # the rest from .streamlit/config.toml
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 90
     while time.time() < deadline:
