@@ -1,7 +1,8 @@
 """End to end in a real browser: Debian's Chromium driven by Playwright against ``streamlit run app.py``.
 
 open -> pick a query -> open a neighbour -> saliency maps -> click a point in the joint view -> bad match ->
-the database row -> export CSV. Screenshots go to docs/img/ (explore.png, pair.png, joint.png, labels.png).
+the database row -> export CSV. Screenshots go to $SIMX_E2E_SHOTS (else a new temporary folder), never into
+tracked files (explore.png, pair.png, joint.png, labels.png, embedding_map.png, review.png).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -25,7 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SHOTS = REPO / "docs" / "img"
+#: Screenshots of every step, for a person to look at after a run: never into the repository's tracked files.
+SHOTS = Path(os.environ.get("SIMX_E2E_SHOTS") or tempfile.mkdtemp(prefix="simx-e2e-shots-"))
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install "
