@@ -208,7 +208,10 @@ def file_fingerprint(path: str | os.PathLike) -> str:
 
 def _folder_items(root: Path) -> list[Item]:
     items = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS):
+    # regular files, and dangling symlinks (reported as missing by the loader instead of silently left out);
+    # directories, FIFOs and devices named like images are not images and are never opened (a FIFO would block)
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+                       and (p.is_file() or (p.is_symlink() and not p.exists()))):
         rel = path.relative_to(root)
         label = rel.parent.as_posix() if rel.parent != Path(".") else None
         meta: dict[str, Any] = {}

@@ -182,3 +182,19 @@ def test_all_files_bad_is_a_clear_error(tmp_path, root, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: no image of ") and "2 skipped" in err and "Traceback" not in err
     assert not (root / "x").exists() and list(root.iterdir()) == []
+
+
+def test_things_named_like_images_that_are_not_files(tmp_path, root):
+    """A dangling symlink is reported as missing; a directory or a FIFO named x.png is never opened (reading a
+    FIFO would block the build forever)."""
+    import os
+
+    folder = tmp_path / "gal"
+    (folder / "a").mkdir(parents=True)
+    draw((200, 30, 30), 0).save(folder / "a" / "ok.png")
+    (folder / "a" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (folder / "a" / "dir.png").mkdir()
+    os.mkfifo(folder / "a" / "pipe.png")
+    res = build_index(folder, "odd", model=TINY, root=root, workers=0, progress=False)
+    assert res.meta["counts"]["embedded"] == 1
+    assert [(Path(s["path"]).name, s["reason"]) for s in res.skipped] == [("gone.png", "file not found")]
