@@ -429,6 +429,11 @@ def markdown(res: dict[str, Any]) -> str:
             for kind, k in h["by_kind"].items():
                 out.append(f"| {kind} | {k['files']} | {k['embedded']} | {k['skipped']} | "
                            f"{'; '.join(k['reasons']) or '-'} |")
+            ignored = sorted({u["kind"] for u in h["unaccounted"]})
+            if ignored:
+                out.append(f"Neither embedded nor listed: {len(h['unaccounted'])} files ({', '.join(ignored)}). "
+                           "Only regular files (and dangling symlinks, reported as missing) are gallery items; a "
+                           "directory or a FIFO named like an image is never opened (reading a FIFO would block).")
             out.append("")
     if "dashboard" in res:
         d = res["dashboard"]
