@@ -347,19 +347,29 @@ def add_labels_export(p: argparse.ArgumentParser) -> None:
                    help="triplets: how many retrieved neighbours of a query may serve as same-label positives")
     p.add_argument("--to-fiftyone", metavar="DATASET", default=None,
                    help="instead of a file, write the verdicts into a FiftyOne dataset as sample tags "
-                        "(simx:good / simx:bad on the neighbour, with the query id in simx_label_pairs)")
+                        "(simx:good / simx:bad on the neighbour; the query, labeller and reason in simx_verdicts)")
+    _add_label_store(p)
+
+
+def _add_label_store(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels-url", metavar="URL", default=None,
                    help="label database (default: $SIMX_LABELS_URL, else labels.sqlite beside the index)")
     _add_root(p)
 
 
-def cmd_labels_export(args: argparse.Namespace) -> int:
+def _index_and_store(args: argparse.Namespace):
+    """The index named by ``args.name`` and its label store (``--labels-url`` or the default beside the index)."""
     from .index import open_index
     from .labels import open_labels
-    from .labels_io import export_labels
 
     index = open_index(args.name, root=args.root)
-    store = open_labels(index.name, root=args.root, url=args.labels_url)
+    return index, open_labels(index.name, root=args.root, url=args.labels_url)
+
+
+def cmd_labels_export(args: argparse.Namespace) -> int:
+    from .labels_io import export_labels
+
+    index, store = _index_and_store(args)
     if args.to_fiftyone:
         from .fiftyone_io import export_verdicts
 
@@ -384,18 +394,13 @@ def add_labels_import(p: argparse.ArgumentParser) -> None:
                    "Labels page")
     p.add_argument("--keep-index", action="store_true",
                    help="keep each row's own index column (default: the rows become labels of INDEX)")
-    p.add_argument("--labels-url", metavar="URL", default=None,
-                   help="label database (default: $SIMX_LABELS_URL, else labels.sqlite beside the index)")
-    _add_root(p)
+    _add_label_store(p)
 
 
 def cmd_labels_import(args: argparse.Namespace) -> int:
-    from .index import open_index
-    from .labels import open_labels
     from .labels_io import read_label_file
 
-    index = open_index(args.name, root=args.root)
-    store = open_labels(index.name, root=args.root, url=args.labels_url)
+    index, store = _index_and_store(args)
     result = store.import_labels(read_label_file(args.file), index=None if args.keep_index else index.name)
     print(f"{args.file}: {result['added']} added, {result['replaced']} replaced by newer verdicts, "
           f"{result['kept_newer']} kept (the store's verdict was newer)")
