@@ -76,7 +76,7 @@ def query_picker() -> None:
     gallery_tab, upload_tab = st.tabs(["Gallery", "Upload an image"])
     with gallery_tab:
         labels = sorted({lab for it in index.items for lab in it.labels})
-        c1, c2, c3, c4 = st.columns([3, 3, 1, 1], vertical_alignment="bottom")
+        c1, c2, c3, c4 = st.columns([3, 3, 1.2, 1.6], vertical_alignment="bottom")  # button labels never cut
         chosen = c1.multiselect("Labels (empty: all)", labels, key="flt_labels")
         text = c2.text_input("Search labels, descriptions and ids", key="flt_text").strip().lower()
         c3.button("Random", icon=":material/casino:", on_click=random_query, width="stretch")
