@@ -11,6 +11,7 @@ import streamlit as st
 from app_pages import _common as ui
 from app_pages import _identity
 from app_pages._contrast import contrast_section
+from app_pages._text_query import supports_text, text_box, text_page
 from simx import report
 from simx.errors import SimxError
 
@@ -34,7 +35,7 @@ if present:
 
 
 def pick_query(item_id: str) -> None:
-    ui.set_qp(query=item_id, neighbour=None, versus=None, why=None)
+    ui.set_qp(query=item_id, neighbour=None, versus=None, why=None, text=None)
     st.session_state["fold_picker"] = True  # fold the gallery away once a query is chosen
 
 
@@ -73,7 +74,12 @@ def next_failure() -> None:
 
 
 def query_picker() -> None:
-    gallery_tab, upload_tab = st.tabs(["Gallery", "Upload an image"])
+    text_ok = supports_text(index)  # CLIP-style models take a text query too
+    tabs = st.tabs(["Gallery", "Upload an image"] + (["Describe it (text)"] if text_ok else []))
+    gallery_tab, upload_tab = tabs[0], tabs[1]
+    if text_ok:
+        with tabs[2]:
+            text_box()
     with gallery_tab:
         labels = sorted({lab for it in index.items for lab in it.labels})
         c1, c2, c3, c4 = st.columns([3, 3, 1.2, 1.6], vertical_alignment="bottom")  # button labels never cut
@@ -283,7 +289,8 @@ def joint_panel(query: str, neighbour: str, alpha: float) -> None:
         return
     pk = pair_key(query, neighbour)
     wanted = ui.qp("joint")
-    default = wanted if wanted in joint_methods else ("jointcam" if "jointcam" in joint_methods else joint_methods[0])
+    closed = "jointcam" if index.model.linear_head() is not None else "jointhessian"  # jointcam: GAP + linear heads
+    default = wanted if wanted in joint_methods else (closed if closed in joint_methods else joint_methods[0])
     c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
     if present:
         method = default
@@ -479,6 +486,9 @@ if not present:
     if picker.open:  # the gallery grid is only built while the expander is open
         with picker:
             query_picker()
+if query is None and ui.qp("text"):
+    text_page(name, index, ui.qp("text"), k, present)
+    st.stop()
 if query is None:
     st.info("Pick a query image above: from the gallery, at random, the next failure, or upload one.")
     st.stop()

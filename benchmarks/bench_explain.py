@@ -6,6 +6,8 @@ Not a test. Run from the repository root::
     .venv/bin/python benchmarks/bench_explain.py --quick          # fewer samples / scenes, a smoke run
     .venv/bin/python benchmarks/bench_explain.py --preset full    # methods.md default sample counts (GPU)
     .venv/bin/python benchmarks/bench_explain.py --write-docs     # also (re)write the section in docs/benchmarks.md
+    .venv/bin/python benchmarks/bench_explain.py --model timm:vit_base_patch16_224 --no-peers --preset quick
+                                                                  # any model spec (issue 13: transformers)
 
 Part 1, speed. One query and 8 neighbours (demo scenes: scene 0 and its 8 nearest neighbours), the default model
 (EfficientNet-Lite0, 224 px), maps on both sides of every pair (16 maps), on the CPU (and CUDA when present).
@@ -67,17 +69,22 @@ from simx.explain.metrics import insertion_deletion, pointing_game, random_maps,
 from simx.explain.superpixels import segment, segment_mean_image  # noqa: E402
 from simx.models import load_model  # noqa: E402
 
-FIRST_ORDER = ["gradcam", "searchcam", "simcam", "sfam", "sbsm", "rise", "kernelshap", "lime"]
-GRADIENT = {"gradcam", "searchcam", "simcam", "sfam"}
+FIRST_ORDER = ["gradcam", "searchcam", "simcam", "sfam", "sbsm", "rise", "kernelshap", "lime", "attngrad"]
+GRADIENT = {"gradcam", "searchcam", "simcam", "sfam", "attngrad"}
 #: per-method parameters: methods.md defaults (full), a CPU-sized default, and a smoke run.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {"rise": {"n_samples": 2000}, "kernelshap": {}, "lime": {"n_samples": 1000}, "sbsm": {}},
     "cpu": {"rise": {"n_samples": 1000}, "kernelshap": {"n_samples": 500}, "lime": {"n_samples": 500}, "sbsm": {}},
     "quick": {"rise": {"n_samples": 200}, "kernelshap": {"n_samples": 100}, "lime": {"n_samples": 100},
               "sbsm": {}},
+    # cost only, for big models on a loaded CPU (the ratio to the floor hardly depends on the sample count)
+    "tiny": {"rise": {"n_samples": 8}, "kernelshap": {"n_samples": 12, "n_segments": 8},
+             "lime": {"n_samples": 12, "n_segments": 8}, "sbsm": {"window": 112, "stride": 112}},
 }
 BATCH_SIZES = (16, 25, 32, 50)
 SECTION = "## Explanations (issue 4)"
+#: the section of runs with ``--model`` other than the default (a comparison of models, merged with ``--merge``)
+MODELS_SECTION = "## Explanation cost and quality on transformers (issue 13)"
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -122,10 +129,10 @@ def embed_batched(model, x: torch.Tensor, bs: int) -> torch.Tensor:
     return torch.cat([fast_embed(model, x[i : i + bs]) for i in range(0, x.shape[0], bs)])
 
 
-def tune_batch(model, images: torch.Tensor, sizes=BATCH_SIZES, repeats: int = 3) -> tuple[float, int, dict[int, float]]:
+def tune_batch(model, images: torch.Tensor, sizes=None, repeats: int = 3) -> tuple[float, int, dict[int, float]]:
     """Best seconds per image over batch sizes (channels-last, inference mode)."""
     per: dict[int, float] = {}
-    for bs in sizes:
+    for bs in sizes or BATCH_SIZES:
         x = images[torch.arange(bs) % images.shape[0]]
         fast_embed(model, x)  # warm-up
         best = float("inf")
@@ -384,7 +391,7 @@ def scene_quality(model, items, inputs: torch.Tensor, embs: torch.Tensor, n: int
 
 # ------------------------------------------------------------------------------------------------ main
 def speed(model, q, nbs, methods, preset: dict, peer_pairs: int, repeats_fast: int, log,
-          peer_default: bool = True) -> dict[str, Any]:
+          peer_default: bool = True, peers_on: bool = True) -> dict[str, Any]:
     device = model.device
     k = nbs.shape[0]
     images = torch.cat([q[None], nbs]).to(device)
@@ -422,7 +429,9 @@ def speed(model, q, nbs, methods, preset: dict, peer_pairs: int, repeats_fast: i
             adjacent.append(typical_per_image(model, images, bs))
             row["adjacent_per_image"] = float(np.mean(adjacent))
             row["adjacent_floor_ratio"] = t / (fwd * row["adjacent_per_image"])
-        if name in GRADIENT:
+        if not peers_on:
+            pass
+        elif name in GRADIENT:
             pk = peer("pytorch-grad-cam GradCAM", lambda p: peer_gradcam(model, q, nbs, p), k)
             row["peer"] = [{"name": "pytorch-grad-cam GradCAM", **pk, "speedup": pk["seconds"] / t, "target": 4.0}]
         elif name in ("kernelshap", "lime", "sbsm"):
@@ -446,7 +455,7 @@ def speed(model, q, nbs, methods, preset: dict, peer_pairs: int, repeats_fast: i
         rows[name] = row
         log(f"[{device}] {name:<10} {t:8.2f} s  fwd {fwd:6d} bwd {bwd}  x{t / floor:.2f} floor"
             + "".join(f"  {p['speedup']:.1f}x vs {p['name']}" for p in row.get("peer", [])))
-    return {"device": str(device), "per_image_seconds": per_img, "batch_size": bs,
+    return {"device": str(device), "model": model.spec, "layer": model.layer, "per_image_seconds": per_img, "batch_size": bs,
             "per_image_by_batch": {str(b): v for b, v in per_bs.items()}, "batch9_seconds": floor_grad,
             "methods": rows, "peers": peers}
 
@@ -480,7 +489,8 @@ def markdown(res: dict[str, Any]) -> str:
                  f"torch {m['torch']}; GPU: {m['gpu'] or 'none (CPU only)'}"
                  + (f"; load average at start {m['load_average_start']}, at end {m.get('load_average_end')}"
                     if "load_average_start" in m else "") + ".")
-    lines.append(f"Model: `default` (EfficientNet-Lite0, layer `{res['layer']}`, cosine), 224 px; one query and 8 "
+    lines.append(f"Model: {res.get('model_desc') or 'default (EfficientNet-Lite0)'} (layer `{res['layer']}`, cosine), "
+                 f"{res.get('size', 224)} px; one query and 8 "
                  f"neighbours ({res['images']}), maps on both sides (16 maps). Preset `{res['preset']}`: "
                  + "; ".join(f"{k} " + (", ".join(f"{a}={b}" for a, b in v.items()) or "methods.md defaults")
                              for k, v in res["preset_params"].items())
@@ -488,7 +498,8 @@ def markdown(res: dict[str, Any]) -> str:
                  f"{8 / res['peer_pairs']:g} to 8 pairs (marked *).")
     for sp in res["speed"]:
         lines.append("")
-        lines.append(f"**{sp['device']}{', ' + sp['label'] if sp.get('label') else ''}**: best forward {sp['per_image_seconds'] * 1e3:.1f} ms/image at batch "
+        lines.append(f"**{sp['device']}{', `' + sp['model'] + '`' if sp.get('model') else ''}"
+                     f"{', ' + sp['label'] if sp.get('label') else ''}**: best forward {sp['per_image_seconds'] * 1e3:.1f} ms/image at batch "
                      f"{sp['batch_size']} (" + ", ".join(f"{b}: {v * 1e3:.1f}" for b, v in
                                                          sp["per_image_by_batch"].items())
                      + f" ms); one batched forward of the 9 images {sp['batch9_seconds'] * 1e3:.0f} ms.")
@@ -502,7 +513,7 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append("|---|---:|---:|---:|---:|---:|---|---:|---:|---|")
         for name, row in sp["methods"].items():
             if "error" in row:
-                lines.append(f"| {name} | error: {row['error'][:60]} | | | | | | | | ERROR |")
+                lines.append(f"| {name} | refused: {row['error'][:90]} | | | | | | | | REFUSED |")
                 continue
             peers = row.get("peer", [{}])
             for j, p in enumerate(peers):
@@ -557,7 +568,8 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_docs(text: str, path: Path) -> None:
+def write_docs(text: str, path: Path, section: str = SECTION) -> None:
+    SECTION = section  # noqa: N806  (the heading this run owns)
     body = f"{SECTION}\n\nGenerated by `benchmarks/bench_explain.py` ({time.strftime('%Y-%m-%d')}).\n\n{text}\n"
     if path.is_file():
         old = path.read_text(encoding="utf-8")
@@ -594,7 +606,24 @@ def main(argv: list[str] | None = None) -> int:
                     help="no run: merge saved results (speed from the first file that has it, quality likewise), "
                          "print the tables and (with --write-docs) write the docs section")
     ap.add_argument("--note", default="", help="with --merge: a paragraph put before the tables")
+    ap.add_argument("--model", default="default", metavar="SPEC",
+                    help="model spec (default: the built-in CNN); e.g. timm:vit_base_patch16_224 (random weights are "
+                         "fine for cost). Runs with another model write their own docs section")
+    ap.add_argument("--model-desc", default=None, help="how the tables name the model (default: the spec)")
+    ap.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
+                    help="time the peer libraries too (off: cost and floor ratios only)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--batch-sizes", default=None, metavar="B,B",
+                    help="batch sizes tried for the perturbation forwards (default: 16,25,32,50)")
+    ap.add_argument("--merge-models", action="store_true",
+                    help="with --merge: the saved runs compare models (written to the transformers section)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.batch_sizes:
+        global BATCH_SIZES
+        BATCH_SIZES = tuple(int(b) for b in args.batch_sizes.split(","))
+    section = SECTION if args.model == "default" and not args.merge_models else MODELS_SECTION
     if args.merge:
         saved = [json.loads(Path(f).read_text(encoding="utf-8")) for f in args.merge]
         res = dict(next((r for r in saved if r.get("speed")), saved[0]))
@@ -603,8 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, r in enumerate(saved):  # every speed run keeps its own forward timings and machine load
             for sp in r.get("speed", []):
                 la = (r["machine"].get("load_average_start"), r["machine"].get("load_average_end"))
-                res["speed"].append({**sp, "label": f"run {len(res['speed']) + 1} ({', '.join(sp['methods'])}; "
-                                                    f"load average {la[0]} -> {la[1]})"})
+                res["speed"].append({**sp, "label": f"run {len(res['speed']) + 1} (load average {la[0]} -> {la[1]})"})
         qfile = next((r for r in saved if r.get("quality")), None)
         if qfile:
             res["quality"] = {"preset": qfile.get("scene_preset", "quick"), **qfile["quality"]}
@@ -613,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
             text = args.note.strip() + "\n\n" + text
         print(text)
         if args.write_docs:
-            write_docs(text, ROOT / "docs" / "benchmarks.md")
+            write_docs(text, ROOT / "docs" / "benchmarks.md", section)
         return 0
     if args.quick:
         args.preset, args.scenes, args.peer_pairs = "quick", min(args.scenes, 10), 1
@@ -640,8 +668,10 @@ def main(argv: list[str] | None = None) -> int:
     res["images"] = f"demo scenes ({source}): scene 0 and its 8 nearest neighbours"
     t_all = now()
     for dev in devices:
-        model = load_model("default", device=dev)
+        model = load_model(args.model, device=dev)
         res["layer"] = model.layer
+        res["model_desc"] = args.model_desc or f"`{args.model}`"
+        res["size"] = model.input_size[0]
         inputs = torch.stack([model.preprocess(load_image(it.path)) for it in items])
         embs = embed_batched(model, inputs, 32)  # every scene once (neighbour search)
         sims = model.similarity(embs[:1], embs)[0]
@@ -650,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         q, nbs = inputs[0], inputs[order.cpu()]
         if "speed" in args.parts:
             res["speed"].append(speed(model, q, nbs, methods, PRESETS[args.preset], args.peer_pairs, args.repeats,
-                                      log, peer_default=args.peer_default))
+                                      log, peer_default=args.peer_default, peers_on=args.peers))
             bs = res["speed"][-1]["batch_size"]
         else:
             bs = tune_batch(model, torch.cat([q[None], nbs]).to(model.device))[1]
@@ -673,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.json_out).write_text(json.dumps(res, indent=2, default=str), encoding="utf-8")
     log(f"JSON written to {args.json_out} ({res['seconds_total']:.0f} s in all)")
     if args.write_docs:
-        write_docs(text, ROOT / "docs" / "benchmarks.md")
+        write_docs(text, ROOT / "docs" / "benchmarks.md", section)
         log("docs/benchmarks.md updated")
     return 0
 
