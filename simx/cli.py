@@ -96,6 +96,9 @@ def add_index_build(p: argparse.ArgumentParser) -> None:
                    "available)")
     p.add_argument("--fit", choices=("pad", "crop", "squash"), default=None,
                    help="how images become squares: pad on white, centre-crop or squash (default: the model's)")
+    p.add_argument("--size", type=int, default=None, metavar="PX",
+                   help="input size in pixels (default: the model's; transformers such as DINOv2 resample their "
+                        "position embeddings to it)")
     p.add_argument("--update", action="store_true",
                    help="re-embed only new or changed files, drop removed ones, reuse the other stored vectors "
                         "(refused if the model, layer, metric or preprocessing differ)")
@@ -128,7 +131,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
     result = build_index(args.source, args.name, model=args.model, layer=args.layer, metric=args.metric,
                          factory=args.factory, batch_size=args.batch_size, workers=args.workers, device=args.device,
-                         fit=args.fit, update=args.update, root=args.root, progress=_progress(args),
+                         fit=args.fit, update=args.update, root=args.root, progress=_progress(args), size=args.size,
                          engine=args.engine, ray_address=args.ray_address,
                          num_gpus_per_worker=args.num_gpus_per_worker, actors=args.actors, resume=args.resume,
                          shard_size=args.shard_size)

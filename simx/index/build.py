@@ -281,16 +281,18 @@ def software_versions() -> dict[str, str]:
 
 
 def _resolve_model(spec: str, layer: str | None, metric: str, device: str | None, fit: str | None,
-                   preprocessing: Preprocessing | None) -> SimModel:
+                   preprocessing: Preprocessing | None, size: int | None = None) -> SimModel:
     if device is not None and str(device).startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise SimxError(f"--device {device} was asked for but torch sees no CUDA device; use --device cpu")
     model = load_model(spec, layer=layer, metric=metric, device=device, preprocessing=preprocessing)
-    if fit and model.preprocessing.fit != fit:
-        model = load_model(spec, layer=layer, metric=metric, device=device,
-                           preprocessing=dataclasses.replace(model.preprocessing, fit=fit))
+    if (fit and model.preprocessing.fit != fit) or (size and model.preprocessing.size != size):
+        # another input size: transformers rebuild their position embeddings for it (see simx.models.tokens)
+        pre = dataclasses.replace(model.preprocessing, fit=fit or model.preprocessing.fit,
+                                  size=int(size or model.preprocessing.size))
+        model = load_model(spec, layer=layer, metric=metric, device=device, preprocessing=pre)
     return model
 
 
@@ -333,6 +335,7 @@ def build_index(
     fit: str | None = None,
     update: bool = False,
     root: str | os.PathLike | None = None,
+    size: int | None = None,
     progress: bool | None = None,
     engine: str = "local",
     ray_address: str | None = None,
@@ -345,7 +348,8 @@ def build_index(
     """Embed the gallery ``source`` (folder or manifest) and publish the index ``ROOT/name``.
 
     ``model``/``layer``/``metric``/``fit`` default to ``default``/the model's layer/``cosine``/the model's fit for
-    a new index, and to the previous index's values with ``update=True``; an update whose explicit values differ
+    a new index, and to the previous index's values with ``update=True``; ``size`` overrides the model's input
+    size in pixels for a new index (a transformer rebuilds its position embeddings for it); an update whose explicit values differ
     from the stored ones raises :class:`ModelMismatchError` (its vectors would not be comparable). ``factory`` is
     a ``faiss.index_factory`` string (``Flat`` by default). ``workers`` decoding processes (default: one per
     core, at most 4; 0 decodes in this process). ``progress``: a tqdm bar on stderr (None: only on a terminal).
@@ -365,7 +369,7 @@ def build_index(
     recover(name, root)
     clean_stale(root)
     final = index_dir(name, root)
-    plan = _plan(source, name, model, layer, metric, factory, device, fit, update, root)
+    plan = _plan(source, name, model, layer, metric, factory, device, fit, update, root, size)
 
     # The hidden temp folder exists for the whole embedding and writing phase: a killed build leaves only it
     # (ignored by listings, removed by the next build), never a half folder under ``name``.
@@ -388,7 +392,7 @@ def build_index(
     return BuildResult(path=final, meta=meta, skipped=skipped)
 
 
-def _plan(source, name, model, layer, metric, factory, device, fit, update, root) -> _Plan:
+def _plan(source, name, model, layer, metric, factory, device, fit, update, root, size=None) -> _Plan:
     """Read the gallery, settle the model (from the arguments or, for an update, the previous index) and decide
     which files need embedding."""
     src = gallery_source(source)
@@ -414,7 +418,7 @@ def _plan(source, name, model, layer, metric, factory, device, fit, update, root
             )
         factory = factory or previous.meta["faiss"]["factory"]
     else:
-        sim = _resolve_model(model or "default", layer, metric or "cosine", device, fit, None)
+        sim = _resolve_model(model or "default", layer, metric or "cosine", device, fit, None, size)
         factory = factory or DEFAULT_FACTORY
     prepare_model(sim)
     check_factory(factory, sim.dim, sim.metric)

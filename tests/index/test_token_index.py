@@ -54,3 +54,21 @@ def test_text_search_needs_a_text_tower_and_one_query(gallery, tmp_path, capsys)
     assert "no text tower" in capsys.readouterr().err
     assert main(["search", "vit", "--root", str(tmp_path)]) == 2
     assert "either IMAGE_OR_ID or --text" in capsys.readouterr().err
+
+
+def test_index_at_another_input_size_reopens_with_it(gallery, tmp_path):
+    """A 224 px checkpoint indexed at 64 px: position embeddings resampled at build and at every reopening."""
+    import timm
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=0).state_dict(), tmp_path / "vit.pth")
+    spec = f"timm:vit_tiny_patch16_224@{tmp_path / 'vit.pth'}"
+    build_index(gallery, "small", model=spec, size=64, root=tmp_path, workers=0, progress=False)
+    index = open_index("small", root=tmp_path)
+    assert index.meta["model"]["preprocessing"]["size"] == 64 and index.model.input_size == (64, 64)
+    with torch.inference_mode():
+        assert index.model.features(torch.zeros(1, 3, 64, 64)).shape[-2:] == (4, 4)
+    first = sorted(gallery.rglob("*.png"))[0]
+    assert index.search_image(str(first), 1)[0].score == pytest.approx(1.0, abs=1e-4)
