@@ -181,3 +181,26 @@ def tiny_openclip(seed: int = 0):
     with _seeded(seed):
         return build_openclip("python:simx.models.toy:tiny_openclip", TINY_CLIP_CONFIG, None, device="cpu",
                               preprocessing=Preprocessing(size=32, **TOKEN_PRE))
+
+
+class ThumbnailModel(SimModel):
+    """The image itself, shrunk: an 8 x 8 average-pooled thumbnail (the spatial map), flattened and centred per
+    image (the head). Copies of an image (resized, re-encoded) map to nearly the same vector while different
+    pictures do not: the model of the near-duplicate tests, where a random trunk would call everything alike."""
+
+    def __init__(self, size: int = 64, grid: int = 8, metric: str = "cosine"):
+        net = nn.Sequential(nn.AdaptiveAvgPool2d(grid))
+        pre = Preprocessing(size=size, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), fit="squash")
+        super().__init__("python:simx.models.toy:tiny_thumbnail", net, pre, layer="pool", metric=metric)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def head(self, feats: torch.Tensor) -> torch.Tensor:
+        flat = feats.flatten(1)
+        return flat - flat.mean(dim=1, keepdim=True)
+
+
+def tiny_thumbnail(metric: str = "cosine") -> ThumbnailModel:
+    """See :class:`ThumbnailModel`."""
+    return ThumbnailModel(metric=metric)
