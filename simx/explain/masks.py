@@ -28,6 +28,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..errors import ExplainError
+
 
 def _pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(v, (tuple, list)):
@@ -39,7 +41,7 @@ def window_origins(side: int, window: int, stride: int) -> np.ndarray:
     """Top (or left) coordinates of the sliding windows along one axis (XAITK ``SlidingWindow``): origins
     0, stride, ... < side, shifted by half the overhang of the last window so the grid is centred."""
     if window < 1 or stride < 1:
-        raise ValueError(f"window and stride must be positive, got window={window}, stride={stride}")
+        raise ExplainError(f"window and stride must be positive, got window={window}, stride={stride}")
     origins = np.arange(0, side, stride)
     overhang = window - (side - origins[-1])
     return origins - overhang // 2
@@ -95,9 +97,9 @@ class RiseMasks:
     def __init__(self, n: int, size: int | tuple[int, int], s: int = 8, p: float = 0.5,
                  rng: np.random.Generator | int | None = None, device: str | torch.device = "cpu"):
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"RISE keep probability p must be in [0, 1], got {p}")
+            raise ExplainError(f"RISE keep probability p must be in [0, 1], got {p}")
         if s < 1 or n < 1:
-            raise ValueError(f"RISE needs n >= 1 masks and a grid s >= 1, got n={n}, s={s}")
+            raise ExplainError(f"RISE needs n_samples >= 1 masks and a grid s >= 1, got n_samples={n}, s={s}")
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         h, w = _pair(size)
         cell = (math.ceil(h / s), math.ceil(w / s))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from simx.errors import ExplainError
 from simx.explain.masks import (RiseMasks, chunks, coalition_masks, rise_masks, sliding_window_masks, window_boxes,
                                 window_origins)
 from simx.explain.superpixels import paint, quickshift_segments, relabel, segment_mean_image, slic_segments
@@ -79,7 +80,7 @@ def test_rise_masks_are_seeded_chunkable_and_in_range():
     assert full.min() >= 0 and full.max() <= 1
     assert abs(full.mean() - 0.5) < 0.03  # P(cell kept) = p
     assert abs(rise_masks(400, 32, s=4, p=0.2, rng=0).mean() - 0.2) < 0.03
-    with pytest.raises(ValueError):
+    with pytest.raises(ExplainError, match="p must be in"):  # a user parameter: the dashboard shows the message
         RiseMasks(10, 32, p=1.5)
 
 

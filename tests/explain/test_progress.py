@@ -139,6 +139,8 @@ def test_unperturbed_and_masked_passes_run_under_the_same_precision(random_image
     (dict(method="kernelshap", segmentation="slic:n=many"), "n must be a number"),
     (dict(method="kernelshap", segmentation="slic:size=3"), "(n, compactness, sigma)"),
     (dict(method="lime", n_samples=1), "lime needs n_samples >= 2"),
+    (dict(method="rise", p=1.5), "p must be in [0, 1]"),
+    (dict(method="sbsm", window=0), "window and stride must be positive"),
 ])
 def test_bad_parameters_are_explain_errors_before_any_pass(random_images, params, message):
     model = tiny_gap()
