@@ -127,6 +127,12 @@ def main() -> int:
     ap.add_argument("--sm-batch", type=int, default=4)
     ap.add_argument("--pointing", type=int, default=60, help="held-out scenes in the pointing game")
     ap.add_argument("--skip-sm", action="store_true")
+    ap.add_argument("--runs", default="after,after_sm",
+                    help="which fine-tunings to train now (after: triplet, after_sm: triplet + L_sm); the others are "
+                         "read back from a previous run's model folders and indexes when they exist")
+    ap.add_argument("--reuse-labels", action="store_true",
+                    help="keep the labels of a previous run (same split and reviewer) instead of labelling again")
+    ap.add_argument("--no-evaluate", action="store_true", help="train and rebuild only")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -154,9 +160,15 @@ def main() -> int:
     n_lab = int(round(args.labelled_share * len(ids)))
     labelled, held = sorted(ids[i] for i in order[:n_lab]), sorted(ids[i] for i in order[n_lab:])
     url = f"sqlite:///{(root / 'bench-labels.sqlite').resolve()}"
-    (root / "bench-labels.sqlite").unlink(missing_ok=True)
+    if not args.reuse_labels:
+        (root / "bench-labels.sqlite").unlink(missing_ok=True)
     store = LabelStore(url)
-    out["labels"] = label(base, store, labelled, objects, background, args.label_k)
+    if args.reuse_labels:
+        c = store.counts(index="shortcut")
+        out["labels"] = {"bad": c["verdict"]["bad"], "good": c["verdict"]["good"],
+                         "queries_with_bad": len({lab.query_id for lab in store.list(index="shortcut", verdict="bad")})}
+    else:
+        out["labels"] = label(base, store, labelled, objects, background, args.label_k)
     out["split"] = {"labelled_queries": len(labelled), "held_out_queries": len(held)}
     log(f"labels {out['labels']}")
 
@@ -172,7 +184,19 @@ def main() -> int:
     if not args.skip_sm:
         configs["after_sm"] = TrainConfig(epochs=args.sm_epochs, lr=args.lr, seed=0, sm_weight=0.5,
                                           sm_batch=args.sm_batch, batch_size=args.batch_size)
+    wanted = set(args.runs.split(","))
     for key, cfg in configs.items():
+        if key not in wanted:
+            record = root.parent / f"model-{key}" / "training.json"
+            name = f"shortcut-{key.replace('_', '-')}"
+            if record.is_file() and (root / name / "meta.json").is_file():
+                r = json.loads(record.read_text())
+                runs[key] = {"index": name, "train_s": r["elapsed_s"], "build_s": None,
+                             "best_epoch": r["best_epoch"], "stopped": r["stopped"], "history": r["history"],
+                             "split": {k: v for k, v in r["split"].items() if not k.endswith("queries")},
+                             "trainable": {k: r["trainable"][k] for k in ("groups", "trainable_params",
+                                                                          "embedding_params")}}
+            continue
         t0 = time.perf_counter()
         res = train_index("shortcut", root.parent / f"model-{key}", cfg, root=root, labels_url=url, force=True,
                           command=f"bench_finetune.py ({key})", log=log)
@@ -189,6 +213,8 @@ def main() -> int:
                                                                           "embedding_params")}}
         log(f"{key}: trained in {train_s:.0f} s ({res.record['stopped']}), rebuilt in {runs[key]['build_s']} s")
 
+    if args.no_evaluate:
+        return 0
     for key, run in runs.items():
         index = open_index(run["index"], root=root)
         run["held_out"] = retrieval(index, held, objects, background)

@@ -318,6 +318,8 @@ def train_index(index_name: str, out: str | os.PathLike, config: TrainConfig | N
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0 or not 0 <= cfg.val_share < 1 or cfg.sm_weight < 0:
         raise TrainingError("epochs and batch size must be at least 1, the learning rate positive, the validation "
                             "share in [0, 1) and the L_sm weight not negative")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda was asked for but CUDA is not available here; use --device cpu")
     t_start = time.perf_counter()
     index = open_index(index_name, root=root)
     meta_model = index.meta["model"]
