@@ -83,6 +83,26 @@ def test_mismatched_galleries_are_refused(root, capsys):
     assert "not over the same gallery" in capsys.readouterr().err
 
 
+def test_same_files_touched_later_still_compare_but_changed_files_do_not(root, tmp_path):
+    import os
+    import shutil
+
+    from simx.diff import DiffError, compare_indexes
+    from simx.index import build_index, open_index
+
+    a = open_index("tiny", root=root)
+    copy = tmp_path / "copy"
+    shutil.copytree(a.meta["source"], copy)
+    for p in copy.rglob("*.png"):
+        os.utime(p, ns=(1, 1))  # same bytes, another modification time
+    build_index(copy, "copy", model="python:simx.models.toy:tiny_mlp", root=root, workers=0, progress=False)
+    assert len(compare_indexes(a, open_index("copy", root=root), k=3).per_query) == 15
+    (copy / "red" / "red0.png").write_bytes((copy / "red" / "red1.png").read_bytes())
+    build_index(copy, "changed", model="python:simx.models.toy:tiny_mlp", root=root, workers=0, progress=False)
+    with pytest.raises(DiffError, match="1 different files.*red/red0.png"):
+        compare_indexes(a, open_index("changed", root=root))
+
+
 def test_cli_json_and_html(root, tmp_path, capsys):
     from simx.cli import main
 
