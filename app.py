@@ -31,6 +31,8 @@ PAGES = [
             url_path="embedding_map"),
     st.Page(str(PAGES_DIR / "labels.py"), title="Labels", icon=":material/label:", url_path="labels"),
     st.Page(str(PAGES_DIR / "compare.py"), title="Compare", icon=":material/compare:", url_path="compare"),
+    st.Page(str(PAGES_DIR / "duplicates.py"), title="Duplicates", icon=":material/content_copy:",
+            url_path="duplicates"),
 ]
 
 _identity.sidebar_identity()  # the labeller's name, on every page (kept in the browser across reloads and tabs)
