@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from simx.attribute_training import TrainConfig, compare_heat, split_items  # noqa: E402
 from simx.attributes import AttributePredictor, expand_attribute, item_attributes, predictor_dir  # noqa: E402
 from simx.data import load_image  # noqa: E402
-from simx.explain import FEATURE_CACHE, explain  # noqa: E402
+from simx.explain import FEATURE_CACHE, PairContext, explain  # noqa: E402
 
 SECTION = "## SANE (issue 6)"
 
@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         gt_sizes.append(len(good))
         # where: the query's boxes carrying each attribute, in model-input pixels
         scale, dx, dy = model.preprocessing.box_transform(*q_img.size)
-        ctx = exp._context
+        ctx = PairContext(model, q_img, [n_img])  # the same inputs; features come from the engine cache
         with torch.no_grad():
             aams, _ = preds["heat"].head(ctx.query_features.float())
         up = F.interpolate(aams, size=model.input_size, mode="bilinear", align_corners=False)[0]

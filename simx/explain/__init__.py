@@ -2,8 +2,10 @@
 
 >>> from simx.models import load_model
 >>> from simx.explain import explain, METHODS
->>> exp = explain(load_model("default"), query_img, [nb1, nb2], method="gradcam")
->>> exp.query_maps.shape, exp.similarities, exp.faithfulness()
+>>> from simx.explain.metrics import faithfulness
+>>> model = load_model("default")
+>>> exp = explain(model, query_img, [nb1, nb2], method="gradcam")   # a plain, picklable value
+>>> exp.query_maps.shape, exp.similarities, faithfulness(exp, model)
 
 Methods live in :mod:`simx.explain.methods` (one module each, adding a method is adding one file there); the shared
 machinery (engine, protocol, metrics, masks, superpixels, cell geometry) lives beside that package. Importing

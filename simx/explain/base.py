@@ -45,6 +45,8 @@ class MethodOutput:
     feature maps bilinearly to the input size when pixel maps are missing. ``params`` holds the effective
     parameters (defaults filled in), ``extras`` any method-specific numbers (channel weights, superpixel values,
     window scores, ...). Joint (second-order) methods fill ``joint`` (K, Nq, Nn) and the cell geometry.
+    ``query_baseline`` / ``neighbour_baseline`` (K,): the map value that means "no effect" for each pair when it
+    is not 0 (RISE: the mean masked score); the renderer draws maps relative to it.
     """
 
     query_feature_maps: np.ndarray | None = None
@@ -56,18 +58,28 @@ class MethodOutput:
     joint: np.ndarray | None = None
     query_cells: Any = None
     neighbour_cells: Any = None
+    query_baseline: np.ndarray | None = None
+    neighbour_baseline: np.ndarray | None = None
 
 
 @dataclass
 class Explanation:
-    """The result of :func:`simx.explain.explain` for one query and K neighbours.
+    """The result of :func:`simx.explain.explain` for one query and K neighbours: a plain value.
+
+    It holds numbers and pictures only (numpy arrays, dicts, :class:`Cost`), no model and no tensors, so it
+    pickles, caches (the dashboard's ``st.cache_data``) and travels between processes; metrics are functions over
+    it and a model (:func:`simx.explain.metrics.faithfulness`), as Captum keeps metrics apart from attributions.
 
     ``query_maps[k]`` / ``neighbour_maps[k]`` are (H, W) maps at the model's input resolution for pair k;
     ``*_feature_maps`` the same at feature resolution where the method is natural there; ``similarities`` (K,)
     the model's similarity of each pair; ``params`` the effective parameters including the seed; ``cost`` the
-    forward/backward passes and wall time; ``scores`` the faithfulness numbers once :meth:`faithfulness` ran.
-    ``query_image`` and ``neighbour_images`` are the (H, W, 3) uint8 pictures exactly as the model saw them, so
-    maps can be overlaid without guessing the preprocessing.
+    forward/backward passes and wall time. ``query_baseline`` / ``neighbour_baseline`` (K,) are the map values
+    that mean "no effect" (0 for signed attributions, the mean masked score for RISE): maps are drawn relative
+    to them. ``query_image`` and ``neighbour_images`` are the (H, W, 3) uint8 pictures exactly as the model saw
+    them, so maps can be overlaid (and the model inputs rebuilt) without guessing the preprocessing;
+    ``query_box`` / ``neighbour_boxes`` ((4,) / (K, 4) ints ``x0, y0, x1, y1``, exclusive ends) the part of each
+    picture that is the image itself, not letterbox padding (the whole picture when unknown). ``scores`` holds
+    the metrics a caller chose to keep with it (``faithfulness`` writes its result there).
     """
 
     method: str
@@ -85,23 +97,37 @@ class Explanation:
     scores: dict[str, Any] = field(default_factory=dict)
     query_image: np.ndarray | None = None
     neighbour_images: np.ndarray | None = None
-    _context: Any = field(default=None, repr=False, compare=False)
+    query_baseline: np.ndarray | None = None
+    neighbour_baseline: np.ndarray | None = None
+    query_box: np.ndarray | None = None
+    neighbour_boxes: np.ndarray | None = None
 
     @property
     def k(self) -> int:
         return int(len(self.similarities))
 
-    def faithfulness(self, **kwargs: Any) -> dict[str, Any]:
-        """Insertion/deletion AUC (methods.md 7.1) of every map of this explanation, computed once and kept in
-        ``scores``. Keyword arguments go to :func:`simx.explain.metrics.insertion_deletion`."""
-        from .metrics import explanation_faithfulness
+    def maps(self, side: str) -> np.ndarray | None:
+        """The (K, H, W) maps of ``side`` ("query" or "neighbour"), None when that side was not explained."""
+        if side not in ("query", "neighbour"):
+            raise ValueError(f"side must be 'query' or 'neighbour', got {side!r}")
+        return self.query_maps if side == "query" else self.neighbour_maps
 
-        key = "faithfulness" + ("" if not kwargs else repr(sorted(kwargs.items())))
-        if key not in self.scores:
-            if self._context is None:
-                raise ValueError("this explanation no longer holds its inputs; recompute it to score it")
-            self.scores[key] = explanation_faithfulness(self, self._context, **kwargs)
-        return self.scores[key]
+    def baseline(self, side: str, k: int = 0) -> float:
+        """The "no effect" value of map ``k`` of ``side`` (0 when the method recorded none)."""
+        b = self.query_baseline if side == "query" else self.neighbour_baseline
+        return 0.0 if b is None else float(np.asarray(b).reshape(-1)[k])
+
+    def image(self, side: str, k: int = 0) -> np.ndarray | None:
+        """The picture the model saw on ``side`` for pair ``k`` (the query is the same for every k)."""
+        if side == "query":
+            return self.query_image
+        return None if self.neighbour_images is None else np.asarray(self.neighbour_images)[k]
+
+    def box(self, side: str, k: int = 0) -> tuple[int, int, int, int] | None:
+        """The image's own area (not padding) on ``side`` for pair ``k``, ``(x0, y0, x1, y1)``, or None."""
+        b = self.query_box if side == "query" else (None if self.neighbour_boxes is None
+                                                    else np.asarray(self.neighbour_boxes)[k])
+        return None if b is None else tuple(int(v) for v in np.asarray(b).reshape(4))
 
 
 @dataclass

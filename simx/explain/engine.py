@@ -139,8 +139,21 @@ class _ModelSpeed:
 SPEED = _ModelSpeed()
 
 
-def to_input(model: SimModel, image: Any, what: str) -> torch.Tensor:
-    """A PIL image, a path, or a (3, S, S) tensor -> (3, S, S) model input on the CPU, with clear errors."""
+def content_box(model: SimModel, width: int, height: int) -> tuple[int, int, int, int]:
+    """The part of the model input that shows an image of ``width`` x ``height`` pixels, ``(x0, y0, x1, y1)``
+    (exclusive ends): with ``fit="pad"`` the letterboxed picture inside its white padding, else the whole input."""
+    pre = model.preprocessing
+    s_h, s_w = model.input_size
+    if pre.fit != "pad":
+        return (0, 0, s_w, s_h)
+    scale, dx, dy = pre.box_transform(width, height)
+    nw, nh = max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+    return (int(dx), int(dy), int(dx) + nw, int(dy) + nh)
+
+
+def prepare_input(model: SimModel, image: Any, what: str) -> tuple[torch.Tensor, tuple[int, int, int, int] | None]:
+    """A PIL image, a path, or a (3, S, S) tensor -> ((3, S, S) model input on the CPU, the image's own area in
+    it (:func:`content_box`; None for a tensor, whose padding is unknown)), with clear errors."""
     if isinstance(image, torch.Tensor):
         t = image.detach()
         if t.dim() == 4 and t.shape[0] == 1:
@@ -153,12 +166,17 @@ def to_input(model: SimModel, image: Any, what: str) -> torch.Tensor:
         if tuple(t.shape[1:]) != model.input_size:
             raise ExplainError(f"{what}: tensor is {tuple(t.shape[1:])} but the model takes {model.input_size}; "
                                "pass PIL images to let simx preprocess them")
-        return t.float().cpu()
+        return t.float().cpu(), None
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
         image = load_image(image)
-    return model.preprocess(image.convert("RGB"))
+    return model.preprocess(image.convert("RGB")), content_box(model, image.width, image.height)
+
+
+def to_input(model: SimModel, image: Any, what: str) -> torch.Tensor:
+    """A PIL image, a path, or a (3, S, S) tensor -> (3, S, S) model input on the CPU (see :func:`prepare_input`)."""
+    return prepare_input(model, image, what)[0]
 
 
 class PairContext:
@@ -178,9 +196,11 @@ class PairContext:
         self.seed = int(seed)
         self.batch_size = int(batch_size or (128 if self.device.type == "cuda" else 32))
         self.cost = Cost()
-        self.query = to_input(model, query, "query").unsqueeze(0).to(self.device)
-        self.neighbours = torch.stack([to_input(model, n, f"neighbour {i}") for i, n in enumerate(neighbours)]).to(
-            self.device)
+        q, self.query_box = prepare_input(model, query, "query")
+        self.query = q.unsqueeze(0).to(self.device)
+        prepared = [prepare_input(model, n, f"neighbour {i}") for i, n in enumerate(neighbours)]
+        self.neighbours = torch.stack([t for t, _ in prepared]).to(self.device)
+        self.neighbour_boxes = [box for _, box in prepared]
         self._unperturbed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         #: ticked at every counted pass (progress bar, cancellation); set by :func:`explain`
         self.progress: Progress | None = None
@@ -466,12 +486,21 @@ def _explanation(method: str, ctx: PairContext, out: MethodOutput, t0: float) ->
             return np.asarray(maps, dtype=np.float32)
         return ctx.upsample(fmaps) if fmaps is not None else None
 
+    def baselines(given: np.ndarray | None, maps: np.ndarray | None) -> np.ndarray | None:
+        if maps is None:
+            return None
+        if given is None:
+            return np.zeros(len(maps), dtype=np.float32)
+        return np.broadcast_to(np.asarray(given, dtype=np.float32).reshape(-1), (len(maps),)).copy()
+
+    query_maps = pixel(out.query_maps, out.query_feature_maps)
+    neighbour_maps = pixel(out.neighbour_maps, out.neighbour_feature_maps)
     effective = {"seed": ctx.seed, "batch_size": ctx.batch_size, **out.params}
     return Explanation(
         method=method,
         similarities=sims,
-        query_maps=pixel(out.query_maps, out.query_feature_maps),
-        neighbour_maps=pixel(out.neighbour_maps, out.neighbour_feature_maps),
+        query_maps=query_maps,
+        neighbour_maps=neighbour_maps,
         params=effective,
         cost=ctx.cost,
         query_feature_maps=None if out.query_feature_maps is None else np.asarray(out.query_feature_maps, np.float32),
@@ -483,7 +512,11 @@ def _explanation(method: str, ctx: PairContext, out: MethodOutput, t0: float) ->
         neighbour_cells=out.neighbour_cells,
         query_image=ctx.display_image(ctx.query[0]),
         neighbour_images=np.stack([ctx.display_image(n) for n in ctx.neighbours]),
-        _context=ctx,
+        query_baseline=baselines(out.query_baseline, query_maps),
+        neighbour_baseline=baselines(out.neighbour_baseline, neighbour_maps),
+        query_box=None if ctx.query_box is None else np.asarray(ctx.query_box, dtype=np.int32),
+        neighbour_boxes=None if any(b is None for b in ctx.neighbour_boxes)
+        else np.asarray(ctx.neighbour_boxes, dtype=np.int32),
     )
 
 

@@ -2,8 +2,11 @@
 
 * :func:`insertion_deletion` (methods.md 7.1, SANE "Table 1", exact): insert / delete the top-ranked pixels of a
   map at 101 thresholds and watch the similarity to the unmasked reference; per-pair min-max normalised curves,
-  trapezoid AUC x 100. :func:`explanation_faithfulness` runs it on every map of an :class:`Explanation`
-  (what :meth:`Explanation.faithfulness` calls).
+  trapezoid AUC x 100. :func:`faithfulness` runs it on every map of an :class:`Explanation` with the model
+  that made it (a metric is a function over the explanation and the model; the explanation holds no model), at
+  :data:`ESTIMATE_STEPS` for the cheap estimate beside every map or :data:`FULL_STEPS` for the full curve, with
+  the fill that matches the model's padding, a flag for maps no better than a random map and a warning for maps
+  whose mass sits on the padding.
 * :func:`pointing_game` (methods.md 7.8): does the arg-max of a map fall in a ground-truth box (strict, and with the
   usual 15-pixel tolerance)? With the two reference points: a uniform random point and the image centre.
 * :func:`randomisation_check` (Adebayo et al. 2018, "Sanity checks for saliency maps"): re-initialise the explained
@@ -282,35 +285,110 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-def explanation_faithfulness(explanation: Explanation, ctx: PairContext, background: Any = "black",
-                             steps: int = 101, batch_size: int | None = None) -> dict[str, Any]:
-    """Insertion/deletion AUC (methods.md 7.1) of every map of ``explanation``, JSON-safe.
+#: Steps of the cheap estimate computed with every map (issue 12 item 7): 21 thresholds (0, 0.05, ..., 1) cost
+#: 2 x 21 forwards per map, batched; the figures per method are in docs/benchmarks.md ("Faithfulness beside
+#: every map"). The full curve (:data:`FULL_STEPS`) is computed on demand.
+ESTIMATE_STEPS = 21
+#: SANE's 101 thresholds (methods.md 7.1).
+FULL_STEPS = 101
+#: The direction of the two numbers, said wherever they are shown.
+DIRECTION = "insertion AUC: higher is better; deletion AUC: lower is better"
+#: A map is "no better than a random map" when insertion AUC - deletion AUC (x 100 units) is at most this.
+#: For a random ranking, deleting a random fraction t keeps a random fraction 1 - t, so its deletion curve is its
+#: insertion curve reversed and the two AUCs are equal in expectation; 2 sd of (insertion - deletion) of random
+#: maps at :data:`ESTIMATE_STEPS` steps on the demo scenes is the margin (measured in benchmarks/bench_app.py).
+RANDOM_MARGIN = 5.0
+#: Share of a map's positive mass on letterbox padding above which the map gets a warning.
+PADDING_WARNING = 0.5
+
+
+def default_background(model: SimModel) -> str:
+    """The fill of removed pixels that matches the model's preprocessing: the padding colour (white) for
+    ``fit="pad"``, so removing a pixel makes it look like the padding the model already sees; black otherwise
+    (SANE's fill)."""
+    return "white" if model.preprocessing.fit == "pad" else "black"
+
+
+def model_inputs(explanation: Explanation, model: SimModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model inputs of an explanation, (1, 3, H, W) and (K, 3, H, W), rebuilt from its pictures (the uint8
+    images exactly as the model saw them, normalised again: identical to the original inputs for images
+    preprocessed by simx, within half a grey level for tensors a caller passed)."""
+    if explanation.query_image is None or explanation.neighbour_images is None:
+        raise ExplainError("this explanation carries no images to score its maps on")
+
+    def norm(pictures: np.ndarray) -> torch.Tensor:
+        arr = np.asarray(pictures, dtype=np.float32) / 255.0
+        return model.preprocessing.normalise(torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous())
+
+    query = norm(np.asarray(explanation.query_image)[None])
+    neighbours = norm(np.asarray(explanation.neighbour_images))
+    if tuple(query.shape[-2:]) != model.input_size:
+        raise ExplainError(f"this explanation's images are {tuple(query.shape[-2:])} but the model takes "
+                           f"{model.input_size}: score it with the model that made it")
+    return query, neighbours
+
+
+def padding_share(heat: np.ndarray, box: Sequence[int] | None, baseline: float = 0.0) -> float | None:
+    """The share of a map's positive mass (``max(v - baseline, 0)``) that lies outside ``box`` (the image's own
+    area, ``(x0, y0, x1, y1)``), i.e. on letterbox padding; None when the box is unknown, 0 for a map with no
+    positive mass or no padding."""
+    if box is None:
+        return None
+    pos = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float64)) - float(baseline), 0.0, None)
+    total = float(pos.sum())
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if total <= 0:
+        return 0.0
+    inside = float(pos[max(y0, 0):y1, max(x0, 0):x1].sum())
+    return max(0.0, 1.0 - inside / total)
+
+
+def faithfulness(explanation: Explanation, model: SimModel, steps: int = FULL_STEPS, background: Any = None,
+                 batch_size: int | None = None, keep: bool = True) -> dict[str, Any]:
+    """Insertion/deletion AUC (methods.md 7.1) of every map of ``explanation`` under ``model``, JSON-safe.
 
     Query-side map k explains the query w.r.t. neighbour k: the query is masked and scored against neighbour k's
     unmasked embedding; neighbour-side map k masks neighbour k and scores it against the unmasked query. Both
-    sides run in one batched harness (the cached unmasked embeddings of ``ctx`` are the references). The passes
-    are reported under ``cost`` and not added to the explanation's own cost.
+    sides run in one batched harness; the model inputs are rebuilt from the explanation (:func:`model_inputs`).
+    ``background`` (the fill of removed pixels) defaults to :func:`default_background` (the padding colour for
+    ``fit="pad"``). ``steps`` = :data:`ESTIMATE_STEPS` gives the cheap estimate shown beside every map,
+    :data:`FULL_STEPS` (default) the full curve. With ``keep`` the result is also stored in
+    ``explanation.scores`` under ``"faithfulness"`` (full) or ``"faithfulness_estimate"`` (fewer steps).
 
     Returns ``{"query": {"insertion": [K], "deletion": [K], "insertion_mean", "deletion_mean",
-    "insertion_curve", "deletion_curve", "insertion_raw", "deletion_raw", "constant"}, "neighbour": {...},
-    "background", "steps", "cost"}``; a side without maps is absent.
+    "insertion_curve", "deletion_curve", "insertion_curves", "deletion_curves", "insertion_raw", "deletion_raw",
+    "constant", "margin", "better_than_random", "padding_share", "padding_warning"}, "neighbour": {...},
+    "background", "background_source", "steps", "estimate", "direction", "random_margin", "thresholds",
+    "cost"}``; a side without maps is absent. ``margin`` is insertion - deletion; ``better_than_random`` is
+    False for a map whose margin is at most :data:`RANDOM_MARGIN` (a random map's margin is 0 in expectation);
+    ``padding_share`` the share of the map's positive mass on padding (:func:`padding_share`), with
+    ``padding_warning`` above :data:`PADDING_WARNING`. The passes are reported under ``cost`` and not added to
+    the explanation's own cost.
     """
-    sides = []
-    if explanation.query_maps is not None:
-        sides.append("query")
-    if explanation.neighbour_maps is not None:
-        sides.append("neighbour")
+    source = "user" if background is not None else ("padding" if model.preprocessing.fit == "pad" else "default")
+    background = default_background(model) if background is None else background
+    sides = [side for side in ("query", "neighbour") if explanation.maps(side) is not None]
     result: dict[str, Any] = {"background": _jsonable(background) if not isinstance(background, torch.Tensor)
-                              else "tensor", "steps": int(steps)}
-    if not sides:
-        return result
+                              else "tensor", "background_source": source, "steps": int(steps),
+                              "estimate": int(steps) < FULL_STEPS, "direction": DIRECTION,
+                              "random_margin": RANDOM_MARGIN, "thresholds": _jsonable(thresholds(steps))}
+    if sides:
+        query, neighbours = model_inputs(explanation, model)
+        ctx = PairContext(model, query, neighbours, batch_size=batch_size)
+        _score_sides(explanation, ctx, sides, background, int(steps), batch_size, result)
+    if keep:
+        explanation.scores["faithfulness" if int(steps) >= FULL_STEPS else "faithfulness_estimate"] = result
+    return result
+
+
+def _score_sides(explanation: Explanation, ctx: PairContext, sides: list[str], background: Any, steps: int,
+                 batch_size: int | None, result: dict[str, Any]) -> None:
     k = ctx.k
     images = torch.cat([ctx.query, ctx.neighbours])  # index 0 = query, 1..K = neighbours
     refs = torch.cat([ctx.query_embedding, ctx.neighbour_embeddings])  # same indexing
     maps, img_index, ref_index = [], [], []
     for side in sides:
-        m = explanation.query_maps if side == "query" else explanation.neighbour_maps
-        m = _as_maps(m)
+        m = _as_maps(explanation.maps(side))
         if m.shape[0] != k:
             raise ExplainError(f"{side} maps: {m.shape[0]} maps for {k} neighbours")
         if tuple(m.shape[-2:]) != ctx.size:
@@ -323,9 +401,12 @@ def explanation_faithfulness(explanation: Explanation, ctx: PairContext, backgro
             img_index += list(range(1, k + 1))
             ref_index += [0] * k
     out = _insertion_deletion_core(ctx, images, np.array(img_index), torch.cat(maps), refs, np.array(ref_index),
-                                   background, int(steps), batch_size)
+                                   background, steps, batch_size)
     for j, side in enumerate(sides):
         sl = slice(j * k, (j + 1) * k)
+        margin = out["insertion_auc"][sl] - out["deletion_auc"][sl]
+        shares = [padding_share(maps[j][i].numpy(), explanation.box(side, i), explanation.baseline(side, i))
+                  for i in range(k)]
         result[side] = {
             "insertion": _jsonable(out["insertion_auc"][sl]),
             "deletion": _jsonable(out["deletion_auc"][sl]),
@@ -333,12 +414,17 @@ def explanation_faithfulness(explanation: Explanation, ctx: PairContext, backgro
             "deletion_mean": _jsonable(out["deletion_auc"][sl].mean()),
             "insertion_curve": _jsonable(out["insertion_curves"][sl].mean(axis=0)),
             "deletion_curve": _jsonable(out["deletion_curves"][sl].mean(axis=0)),
+            "insertion_curves": _jsonable(out["insertion_curves"][sl]),
+            "deletion_curves": _jsonable(out["deletion_curves"][sl]),
             "insertion_raw": _jsonable(out["insertion_raw"][sl]),
             "deletion_raw": _jsonable(out["deletion_raw"][sl]),
             "constant": _jsonable(out["insertion_constant"][sl] | out["deletion_constant"][sl]),
+            "margin": _jsonable(margin),
+            "better_than_random": [bool(v > RANDOM_MARGIN) for v in margin],
+            "padding_share": shares,
+            "padding_warning": [bool(v is not None and v > PADDING_WARNING) for v in shares],
         }
     result["cost"] = out["cost"].to_dict()
-    return result
 
 
 # ------------------------------------------------------------------------------------------ pointing game
@@ -602,6 +688,7 @@ def randomisation_check(model: SimModel, query: Any, neighbours: Any, method: st
     }
 
 
-__all__ = ["insertion_deletion", "explanation_faithfulness", "pointing_game", "random_maps", "randomisation_check",
-           "compare_maps", "randomise_layer", "explained_module", "transform_boxes", "box_mask", "thresholds",
-           "pixel_counts", "normalise_curves", "trapezoid_auc"]
+__all__ = ["insertion_deletion", "faithfulness", "default_background", "model_inputs", "padding_share",
+           "ESTIMATE_STEPS", "FULL_STEPS", "DIRECTION", "RANDOM_MARGIN", "PADDING_WARNING", "pointing_game",
+           "random_maps", "randomisation_check", "compare_maps", "randomise_layer", "explained_module",
+           "transform_boxes", "box_mask", "thresholds", "pixel_counts", "normalise_curves", "trapezoid_auc"]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from simx.errors import ExplainError
-from simx.explain import explain
+from simx.explain import PairContext, explain
 from simx.models.base import Preprocessing
 from simx.models.module import ModuleModel
 from simx.models.toy import tiny_classifier_net, tiny_gap, tiny_linear
@@ -204,7 +204,7 @@ def test_gradcam_agrees_with_pytorch_grad_cam_on_default_model():
     ours = explain(model, query, neighbours, method="gradcam", side="neighbour")
     assert ours.cost.backward == 1 and ours.neighbour_feature_maps.shape == (3, 7, 7)
 
-    eq = ours._context.query_embedding[0]
+    eq = PairContext(model, query, neighbours).query_embedding[0]
     x = model.preprocess_batch(neighbours).requires_grad_(True)  # frozen weights: gradients need a leaf input
     with GradCAM(model=_Embedder(model), target_layers=[model.net.bn2]) as cam:
         theirs = cam(input_tensor=x, targets=[_SimilarityToConceptTarget(eq)] * len(neighbours))

@@ -52,7 +52,7 @@ def test_equals_feature_level_mixed_derivative_for_every_cell_pair(metric):
     model = tiny_linear(metric=metric, size=32, seed=3)  # GAP + affine head with bias, 8 x 8 = 64 cells
     q, ns = _inputs(1)
     exp = explain(model, q, ns, method="jointcam")
-    ctx = exp._context
+    ctx = PairContext(model, q, ns)
     assert exp.joint.shape == (2, 64, 64)
     for k in range(2):
         ref = brute_force_joint(model, ctx.query_features, ctx.neighbour_features[k : k + 1])
@@ -113,7 +113,7 @@ def test_gmp_variant_keeps_only_argmax_positions():
     model = tiny_linear(metric="ip", pool="max", size=32, seed=4)
     q, ns = _inputs(4, k=1)
     exp = explain(model, q, ns, method="jointcam")
-    ctx = exp._context
+    ctx = PairContext(model, q, ns)
     fx = ctx.query_features[0].reshape(16, -1)
     fy = ctx.neighbour_features[0].reshape(16, -1)
     w = model.net["head"].weight.detach()

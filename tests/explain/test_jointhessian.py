@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from simx.explain import explain
+from simx.explain import PairContext, explain
 from simx.models.toy import PooledModel, _linear, tiny_linear, tiny_mlp, tiny_trunk
 
 
@@ -93,7 +93,7 @@ def test_cosine_full_hessian_is_the_closed_form_and_matches_finite_differences(f
     model = tiny_linear(metric="cosine", size=32, seed=4)
     q, ns = _inputs(3)
     jh = explain(model, q, ns, method="jointhessian", form=form)
-    ctx = jh._context
+    ctx = PairContext(model, q, ns)
     w, b = model.net["head"].weight.detach().double(), model.net["head"].bias.detach().double()
     fx = ctx.query_features[0].double().reshape(16, -1)
     u = w @ fx.mean(1) + b
@@ -128,7 +128,7 @@ def test_mlp_head_matches_finite_differences(metric):
     jh = explain(model, q, ns, method="jointhessian")
     assert jh.params["form"] == "pooled"  # g(GAP(F)) detected
     assert jh.cost.backward == 2 and jh.extras["vjp_vectors"] == 16  # min(C = 16, n = 64) batched VJPs
-    ctx = jh._context
+    ctx = PairContext(model, q, ns)
     for k in range(2):
         _close(jh.joint[k], fd_joint(model, ctx.query_features, ctx.neighbour_features[k : k + 1]), 1e-3)
     jp = explain(model, q, ns, method="jointhessian", form="positions")
@@ -155,7 +155,7 @@ def test_general_head_uses_positions_form_and_matches_finite_differences():
     q, ns = _inputs(6)
     jh = explain(model, q, ns, method="jointhessian")
     assert jh.params["form"] == "positions"
-    ctx = jh._context
+    ctx = PairContext(model, q, ns)
     for k in range(2):
         _close(jh.joint[k], fd_joint(model, ctx.query_features, ctx.neighbour_features[k : k + 1]), 1e-3)
 

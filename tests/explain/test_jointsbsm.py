@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from simx.explain import explain
+from simx.explain import PairContext, explain
 from simx.explain.methods.jointsbsm import mixed_derivative, spread_matrix
 from simx.explain.masks import sliding_window_masks
 from simx.explain.cells import cell_index_map, grid_cells
@@ -67,7 +67,7 @@ def test_mixed_derivative_matches_direct_double_occlusion():
     model = tiny_linear(metric="cosine", size=32)
     q, ns = _inputs(3, k=1)
     js = explain(model, q, ns, method="jointsbsm", window=12, stride=6)
-    ctx = js._context
+    ctx = PairContext(model, q, ns)
     keep = torch.from_numpy(sliding_window_masks(32, js.params["window"], js.params["stride"]))
     rng = np.random.default_rng(0)
     for a, b in rng.integers(0, keep.shape[0], (4, 2)):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from simx.explain import FEATURE_CACHE, explain
+from simx.explain import FEATURE_CACHE, PairContext, explain
 from simx.explain.methods.kernelshap import all_coalitions, sample_coalitions, size_mass, solve_shapley
 from simx.explain.masks import coalition_masks
 from simx.models.toy import tiny_linear, tiny_mlp
@@ -82,7 +82,7 @@ def test_matches_enumerated_shapley_values_with_8_superpixels():
     model = tiny_mlp()
     q, n1, n2 = _blocks(3), _blocks(4), _blocks(10)
     exp = explain(model, q, [n1, n2], method="kernelshap", segmentation="slic:n=8", n_samples=256)
-    ctx = exp._context
+    ctx = PairContext(model, q, [n1, n2])
     seg = exp.extras["query_segments"]
     m = int(seg.max()) + 1
     assert m == 8 and exp.extras["query_evaluations"] == 256
@@ -130,7 +130,7 @@ def test_agrees_with_captum_kernelshap(random_images):
     q, n = random_images(2, seed=9)
     n_samples = 1000
     exp = explain(model, q, [n], method="kernelshap", segmentation="slic:n=20", n_samples=n_samples)
-    ctx = exp._context
+    ctx = PairContext(model, q, [n])
     torch.manual_seed(0)
     for x, ref, seg, ours in ((ctx.query, ctx.neighbour_embeddings, exp.extras["query_segments"],
                                exp.extras["query_values"][0]),

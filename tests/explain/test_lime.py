@@ -89,7 +89,7 @@ def test_agrees_with_captum_lime(random_images):
     q, n = random_images(2, seed=5)
     n_samples = 1000
     exp = explain(model, q, [n], method="lime", n_samples=n_samples, segmentation="slic:n=20")
-    ctx = exp._context
+    ctx = PairContext(model, q, [n])
     torch.manual_seed(0)
 
     def kernel(original, perturbed, z, **kwargs):

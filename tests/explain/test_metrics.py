@@ -10,10 +10,16 @@ from torch import nn
 from simx.explain import FEATURE_CACHE, REGISTRY, explain
 from simx.explain.engine import PairContext
 from simx.explain.metrics import (
+    DIRECTION,
+    ESTIMATE_STEPS,
+    RANDOM_MARGIN,
     box_mask,
     compare_maps,
+    default_background,
+    faithfulness,
     insertion_deletion,
     normalise_curves,
+    padding_share,
     pixel_counts,
     pointing_game,
     random_maps,
@@ -178,35 +184,103 @@ def test_feature_resolution_maps_are_upsampled(planted_model, random_images):
     assert r["insertion"] > 80
 
 
-def test_explanation_faithfulness_is_cached_in_scores(random_images):
+def test_faithfulness_is_a_function_of_the_explanation_and_the_model(random_images):
     model = tiny_linear()
     q, *nbs = random_images(3, seed=7)
     exp = explain(model, q, nbs, method="searchcam")
     cost_before = exp.cost.to_dict()
-    f = exp.faithfulness()
-    assert set(f) >= {"query", "neighbour", "background", "steps", "cost"}
+    f = faithfulness(exp, model)
+    assert set(f) >= {"query", "neighbour", "background", "steps", "cost", "direction", "estimate"}
+    assert f["direction"] == DIRECTION and "higher is better" in f["direction"] and f["estimate"] is False
     assert len(f["query"]["insertion"]) == 2 and len(f["neighbour"]["deletion"]) == 2
     assert all(isinstance(v, float) for v in f["query"]["insertion"] + f["neighbour"]["deletion"])
-    assert f["cost"]["forward"] == 4 * 202  # 2 pairs x 2 sides, nothing recomputed
+    assert f["cost"]["forward"] == 4 * 202  # 2 pairs x 2 sides; the unmasked embeddings come from the cache
     assert exp.cost.to_dict() == cost_before  # the method's cost is not inflated by the metric
     assert exp.scores["faithfulness"] is f
-    assert exp.faithfulness() is f  # cached
-    # the numbers equal a direct call on the same maps
-    ctx = exp._context
+    # the numbers equal a direct call on the same maps and the original inputs
+    ctx = PairContext(model, q, nbs)
     direct = insertion_deletion(ctx, ctx.query, exp.query_maps, ctx.neighbour_embeddings)
     np.testing.assert_allclose(f["query"]["insertion"], direct["insertion_auc"], atol=1e-6)
+    np.testing.assert_allclose(f["query"]["margin"], np.subtract(f["query"]["insertion"], f["query"]["deletion"]))
     import json
 
     json.dumps(f)  # JSON-safe
 
 
-def test_faithfulness_of_one_side_only(random_images):
+def test_cheap_estimate_is_kept_apart_from_the_full_curve(random_images):
     model = tiny_linear()
     q, nb = random_images(2, seed=8)
     exp = explain(model, q, [nb], method="searchcam", side="query")
-    f = exp.faithfulness(background="white", steps=11)
-    assert "query" in f and "neighbour" not in f
-    assert f["steps"] == 11 and f["background"] == "white" and len(f["query"]["insertion_curve"]) == 11
+    est = faithfulness(exp, model, steps=ESTIMATE_STEPS)
+    assert "query" in est and "neighbour" not in est and est["estimate"] is True
+    assert est["cost"]["forward"] == 2 * ESTIMATE_STEPS and len(est["query"]["insertion_curve"]) == ESTIMATE_STEPS
+    assert exp.scores["faithfulness_estimate"] is est and "faithfulness" not in exp.scores
+    full = faithfulness(exp, model, background="white", steps=11, keep=False)
+    assert full["background"] == "white" and full["background_source"] == "user" and "faithfulness" not in exp.scores
+    # the estimate agrees with the full protocol on which maps are good
+    assert abs(est["query"]["insertion"][0] - faithfulness(exp, model, keep=False)["query"]["insertion"][0]) < 10
+
+
+def test_a_map_no_better_than_random_is_flagged(planted_model, random_images):
+    model, box = planted_model()
+    q, nb = random_images(2, seed=3)
+    exp = explain(model, q, [nb], method="searchcam")
+    good = faithfulness(exp, model, steps=ESTIMATE_STEPS, keep=False)
+    assert good["query"]["better_than_random"] == [True]
+    exp.query_maps = -exp.query_maps  # the evidence ranked last: worse than random
+    exp.neighbour_maps = np.zeros_like(exp.neighbour_maps)  # no ranking at all
+    bad = faithfulness(exp, model, steps=ESTIMATE_STEPS, keep=False)
+    assert bad["query"]["better_than_random"] == [False] and bad["query"]["margin"][0] < -RANDOM_MARGIN
+    assert bad["neighbour"]["better_than_random"] == [False]
+
+
+def test_padded_images_are_filled_with_the_padding_colour_and_padding_mass_is_warned(random_images):
+    model = tiny_linear()
+    model.preprocessing.fit = "pad"
+    wide = random_images(1, seed=2, size=64)[0].resize((64, 32))  # letterboxed: rows 16..47 are the picture
+    exp = explain(model, wide, [random_images(1, seed=4)[0]], method="searchcam")
+    assert tuple(exp.query_box) == (0, 16, 64, 48) and tuple(exp.neighbour_boxes[0]) == (0, 0, 64, 64)
+    assert default_background(model) == "white"
+    on_padding = np.zeros((1, 64, 64), np.float32)
+    on_padding[0, :12] = 1.0
+    on_padding[0, 30:32, :8] = 0.5
+    exp.query_maps = on_padding
+    f = faithfulness(exp, model, steps=ESTIMATE_STEPS, keep=False)
+    assert f["background"] == "white" and f["background_source"] == "padding"
+    assert f["query"]["padding_warning"] == [True] and f["query"]["padding_share"][0] > 0.9
+    assert f["neighbour"]["padding_share"] == [0.0] and f["neighbour"]["padding_warning"] == [False]
+    assert padding_share(on_padding[0], None) is None
+    assert padding_share(np.full((4, 4), 0.3), (0, 0, 2, 2), baseline=0.3) == 0.0
+
+
+def test_explanation_is_a_plain_picklable_value(random_images):
+    import pickle
+
+    model = tiny_linear()
+    q, *nbs = random_images(3, seed=9)
+    for method in ("searchcam", "rise", "jointcam"):
+        params = {"n_samples": 32} if method == "rise" else {}
+        exp = explain(model, q, nbs, method=method, **params)
+        back = pickle.loads(pickle.dumps(exp))
+        assert back.method == method and back.k == 2
+        for name in ("similarities", "query_maps", "neighbour_maps", "query_image", "neighbour_images",
+                     "query_baseline", "neighbour_baseline", "joint"):
+            a, b = getattr(exp, name), getattr(back, name)
+            assert (a is None and b is None) or np.array_equal(a, b), name
+        assert back.cost == exp.cost and back.params == exp.params
+        assert not _holds_live_objects(exp.__dict__), method  # no model, no tensors
+        f = faithfulness(back, model, steps=ESTIMATE_STEPS)  # a metric needs only the value and the model
+        assert len(f["query"]["insertion"]) == 2
+
+
+def _holds_live_objects(value) -> bool:
+    if isinstance(value, (torch.Tensor, nn.Module, SimModel, PairContext)):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_live_objects(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_live_objects(v) for v in value)
+    return False
 
 
 # ------------------------------------------------------------------------------------------- pointing game

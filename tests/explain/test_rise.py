@@ -73,13 +73,13 @@ def test_map_is_the_coverage_normalised_weighted_sum(random_images):
     model = tiny_linear(metric="ip")
     q, n = random_images(2, seed=4)
     exp = explain(model, q, [n], method="rise", n_samples=64, s=4, p=0.3, seed=5)
-    masks = RiseMasks(64, (64, 64), s=4, p=0.3, rng=exp._context.generator(0)).all()
+    masks = RiseMasks(64, (64, 64), s=4, p=0.3, rng=PairContext(model, q, [n], seed=5).generator(0)).all()
     for maps, scores in ((exp.query_maps, exp.extras["query_scores"]),
                          (exp.neighbour_maps, exp.extras["neighbour_scores"])):
         want = np.einsum("n,nhw->hw", scores[0].astype(np.float64), masks) / masks.sum(0)
         np.testing.assert_allclose(maps[0], want, rtol=1e-4, atol=1e-4)
     # the scores are the similarities of the masked images (baseline 'mean' = 0 in normalised space)
-    ctx = exp._context
+    ctx = PairContext(model, q, [n])
     emb = ctx.model.embed(ctx.query * torch.from_numpy(masks[:5]).unsqueeze(1))
     np.testing.assert_allclose(exp.extras["query_scores"][0, :5],
                                ctx.model.similarity(emb, ctx.neighbour_embeddings)[:, 0].numpy(), rtol=1e-4)

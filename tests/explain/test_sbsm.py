@@ -55,7 +55,7 @@ def test_sbsm_matches_xaitk_on_both_sides(random_images, metric, xaitk_metric):
     exp = explain(model, q, nbs, method="sbsm", **params)
     assert exp.params["window"] == window == 14 and exp.params["stride"] == stride == 6
     assert exp.params["n_windows"] == 121 and exp.params["baseline"] == "black"
-    ctx = exp._context
+    ctx = PairContext(model, q, nbs)
     xm = xaitk_metric or "euclidean"
     ref_q = _xaitk_sbsm(model, _raw(ctx, ctx.query), [_raw(ctx, n) for n in ctx.neighbours], window, stride, xm)
     assert ref_q.shape == exp.query_maps.shape
@@ -74,7 +74,7 @@ def test_sbsm_matches_captum_occlusion_on_the_same_windows(random_images):
     model = tiny_linear()
     q, n1, n2 = random_images(3, seed=2)
     exp = explain(model, q, [n1, n2], method="sbsm", window=16, stride=16)
-    ctx = exp._context
+    ctx = PairContext(model, q, [n1, n2])
     base = ctx.baseline("black")
     for k in range(2):
         for x, ref, ours in ((ctx.query, ctx.neighbour_embeddings[k : k + 1], exp.query_maps[k]),

@@ -13,6 +13,9 @@
 
   i.e. the mean similarity of the masks that kept pixel u (unlike the original 1 / (N p) scaling, a constant
   similarity gives exactly a constant map). Pixels no mask keeps (only possible for tiny N) get 0.
+* Baseline of the map (``query_baseline`` / ``neighbour_baseline``): the mean masked score (1/N) sum_i sim_i, the
+  value S(u) takes where a pixel makes no difference; S is a mean similarity (e.g. 0.51-0.53 everywhere), so the
+  renderer draws S - baseline (issue 12 item 6) instead of a uniform wash.
 
 Defaults (SANE, methods.md 3.3 / 8): ``n_samples = 2000`` masks, grid ``s = 8``, ``p = 0.5``;
 ``baseline = "mean"`` (masked pixels = 0 in normalised space, the dataset mean colour, as SANE). Smaller
@@ -71,7 +74,9 @@ def attribute(ctx: PairContext, side: str, n_samples: int = 2000, s: int = 8, p:
     if do_q:
         out.query_maps = (acc_q / denom).reshape(k, h, w).float().cpu().numpy()
         out.extras["query_scores"] = torch.cat(scores_q, 1).float().cpu().numpy()
+        out.query_baseline = out.extras["query_scores"].mean(axis=1)  # the map's "no effect" level: mean score
     if do_n:
         out.neighbour_maps = (acc_n / denom).reshape(k, h, w).float().cpu().numpy()
         out.extras["neighbour_scores"] = torch.cat(scores_n, 1).float().cpu().numpy()
+        out.neighbour_baseline = out.extras["neighbour_scores"].mean(axis=1)
     return out
