@@ -76,9 +76,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--faithfulness", action=argparse.BooleanOptionalAction, default=True,
                    help="score each map by insertion/deletion AUC (methods.md 7.1; 202 forwards per map; "
                         "--no-faithfulness skips it)")
-    p.add_argument("--background", default="black", metavar="FILL",
+    p.add_argument("--background", default=None, metavar="FILL",
                    help="fill of removed pixels for the faithfulness scores: black, white, grey, mean, blur or a "
-                        "grey level in [0, 1]")
+                        "grey level in [0, 1] (default: the model's padding colour, white for fit=pad, else black)")
+    p.add_argument("--per-map", action="store_true",
+                   help="--out: scale each map to its own largest value (default: the maps share one scale)")
     p.add_argument("--point", metavar="X,Y", default=None,
                    help="joint methods: project this query point onto the neighbour (pixels of the query's source "
                         "image unless --coords input)")
@@ -287,7 +289,7 @@ class PassBar:
 
 def _maps_entry(maps: dict[str, Any], store: bool, key: str, value: Any) -> Any:
     """A map for the JSON: the nested list, or (with --save-maps) its key in the .npz file."""
-    from .figures import _jsonable
+    from .metrics import _jsonable
 
     if value is None:
         return None
@@ -326,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
     q_img = load_image(q_path)
     n_imgs = [load_image(path) for _, path in neighbours]
     r_imgs = [load_image(path) for _, path in rights]
-    fkw = {} if args.background == "black" else {"background": _background(args.background)}
+    fkw = {} if args.background is None else {"background": _background(args.background)}
     slow = bool(rights and args.counterfactual) or any(REGISTRY[m].kind in ("perturbation", "joint") for m in methods)
     units = len(methods) * (len(neighbours) if rights else 1)
     bar = PassBar(args, slow)
@@ -371,14 +373,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _faithfulness_lines(exp: Any, fkw: dict[str, Any], k: int) -> list[str]:
-    fs = exp.faithfulness(**fkw)
-    lines = [f"faithfulness (methods.md 7.1, background {fs['background']}, {fs['steps']} steps; insertion: higher "
-             "is better, deletion: lower is better)"]
+def _faithfulness_lines(fs: dict[str, Any], k: int) -> list[str]:
+    """The faithfulness of pair ``k`` as text: both AUCs per side with their direction, and the flags (a map no
+    better than a random map, a map whose mass sits on the padding)."""
+    lines = [f"faithfulness (methods.md 7.1, fill {fs['background']}, {fs['steps']} steps; {fs['direction']})"]
     for side in ("query", "neighbour"):
         if side in fs:
+            flags = "" if fs[side]["better_than_random"][k] else "   NO BETTER THAN A RANDOM MAP"
+            if fs[side]["padding_warning"][k]:
+                flags += f"   {fs[side]['padding_share'][k]:.0%} OF THE MAP IS ON THE PADDING"
             lines.append(f"  {side:<9} insertion AUC {_fmt(fs[side]['insertion'][k])}   "
-                         f"deletion AUC {_fmt(fs[side]['deletion'][k])}")
+                         f"deletion AUC {_fmt(fs[side]['deletion'][k])}{flags}")
     return lines
 
 
@@ -387,12 +392,13 @@ def _plain_one(args, model, method, params, q_img, n_imgs, neighbours, point, bo
     """One method over all neighbours (one explanation: the query's passes are shared)."""
     from . import explain
     from .base import REGISTRY
-    from .figures import explanation_to_json, pair_figure
+    from ..render import pair_png
+    from .metrics import faithfulness
+    from .summary import explanation_to_json
     from .views import draw_joint
 
     exp = explain(model, q_img, n_imgs, method=method, side=args.side, seed=args.seed, progress=progress, **params)
-    if args.faithfulness:
-        exp.faithfulness(**fkw)
+    fs = faithfulness(exp, model, **fkw) if args.faithfulness else None
     figures = []
     if args.out:
         out = Path(args.out)
@@ -403,7 +409,8 @@ def _plain_one(args, model, method, params, q_img, n_imgs, neighbours, point, bo
             if REGISTRY[method].kind == "joint":
                 draw_joint(exp, k, point=point, box=box, top_k=args.top_k, path=path)
             else:
-                pair_figure(exp, k, path=path)
+                pair_png([exp], k, per_map=args.per_map, path=path,
+                         title=f"{method}: {neighbours[k][0] or neighbours[k][1]}")
             figures.append(str(path))
     summary = explanation_to_json(exp, k=None, maps=False)
     store = bool(args.save_maps)
@@ -419,8 +426,8 @@ def _plain_one(args, model, method, params, q_img, n_imgs, neighbours, point, bo
     for k, (n_id, n_path) in enumerate(neighbours):
         text.append(f"neighbour   {n_id or n_path}")
         text.append(f"similarity  {float(exp.similarities[k]):.4f}")
-        if args.faithfulness:
-            text += _faithfulness_lines(exp, fkw, k)
+        if fs is not None:
+            text += _faithfulness_lines(fs, k)
     text.append(f"cost        {exp.cost.forward} forward, {exp.cost.backward} backward, {exp.cost.seconds:.2f} s")
     shown = {k: v for k, v in exp.params.items() if k not in ("batch_size",)}
     text.append("params      " + ", ".join(f"{k}={v}" for k, v in shown.items()))
@@ -435,7 +442,7 @@ def _contrast_one(args, model, method, params, q_img, wrong, r_imgs, k, wrong_re
     from .contrast import why_not
     from .contrast_view import contrast_figure
     from .engine import explain
-    from .figures import _jsonable
+    from .metrics import _jsonable, faithfulness
 
     if args.counterfactual:
         result = why_not(model, q_img, wrong, r_imgs, method=method, seed=args.seed,
@@ -465,8 +472,8 @@ def _contrast_one(args, model, method, params, q_img, wrong, r_imgs, k, wrong_re
         if store:
             summary["query_region"]["mask"] = _maps_entry(stored, True, f"{method}/query_region/{k}",
                                                           result.query_region.mask)
-    if args.faithfulness:
-        fs = contrast.pair.faithfulness(**fkw)
+    fs = faithfulness(contrast.pair, model, **fkw) if args.faithfulness else None
+    if fs is not None:
         summary["faithfulness"] = _jsonable({side: {"insertion": fs[side]["insertion"],
                                                     "deletion": fs[side]["deletion"]}
                                              for side in ("query", "neighbour") if side in fs})
@@ -496,8 +503,8 @@ def _contrast_one(args, model, method, params, q_img, wrong, r_imgs, k, wrong_re
             text.append(f"reason      {result.reason.replace('_', ' ')}")
     c = contrast.cost
     text.append(f"cost        {c.forward} forward, {c.backward} backward, {c.seconds:.2f} s (contrast maps and pair maps)")
-    if "faithfulness" in summary:
-        text += _faithfulness_lines(contrast.pair, fkw, 0)
+    if fs is not None:
+        text += _faithfulness_lines(fs, 0)
     if figure:
         text.append(f"figure      {figure}")
     summary["_text"] = text

@@ -152,7 +152,7 @@ def contour_masks(rel: np.ndarray, limit: float, level: float = CONTOUR_LEVEL) -
     return line, _grow(line) & ~line
 
 
-def overlay(image: np.ndarray | Image.Image, heat: np.ndarray | None, limit: float | None = None,
+def overlay(image: np.ndarray | Image.Image, heat: np.ndarray | None, *, limit: float | None = None,
             baseline: float = 0.0, alpha: float = ALPHA, outline: bool = True, cmap: str = CMAP) -> np.ndarray:
     """The image with a map drawn on it by the one colour rule; uint8 (H, W, 3).
 
@@ -160,7 +160,8 @@ def overlay(image: np.ndarray | Image.Image, heat: np.ndarray | None, limit: flo
     (clipped to [0, alpha]), so ``alpha = 0`` returns the image and neutral pixels keep it. ``limit`` is the
     comparison's shared scale (:func:`shared_limit`); the map's own by default. A map of another size is resized
     bilinearly to the image. With ``outline`` (and ``alpha > 0``), contours at half the scale (see
-    :func:`contour_masks`) are drawn in black on a white halo.
+    :func:`contour_masks`) are drawn in black on a white halo. Everything after the map is keyword-only, so a
+    scale can never be passed where an opacity was meant.
     """
     img = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.uint8)
     if img.ndim == 2:
