@@ -246,12 +246,12 @@ def get_neighbours(name: str, query: str, k: int) -> list[dict]:
     return neighbours(str(index_root()), name, index_stamp(name), query, int(k), _data=uploaded_bytes(query))
 
 
-def _explain_view(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str,
-                  data: bytes | None, faithfulness: bool = False, progress=None):
+def _explain(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str,
+             data: bytes | None, estimate: bool = True, progress=None):
     from simx.data import load_image
     from simx.explain import explain
+    from simx.explain.metrics import ESTIMATE_STEPS, faithfulness
     from simx.explain.scheduling import TURNS
-    from simx.report import pair_view_dict
 
     index = _open_index(root, name, stamp)
     qimg = load_image(data) if query.startswith(UPLOAD_PREFIX) else load_image(index.item(query).path)
@@ -259,9 +259,9 @@ def _explain_view(root: str, name: str, stamp: str, query: str, neighbour: str, 
     with TURNS.person():  # one explanation at a time; the prefetch steps aside
         exp = explain(index.model, qimg, [nimg], method=method, side="both", seed=0, progress=progress,
                       **json.loads(params_json))
-        if faithfulness:
-            return exp.faithfulness()
-    return pair_view_dict(exp, 0)
+        if estimate and (exp.query_maps is not None or exp.neighbour_maps is not None):
+            faithfulness(exp, index.model, steps=ESTIMATE_STEPS)  # kept in exp.scores, shown beside the maps
+    return exp
 
 
 def prefetch_features(index, query: str, neighbour_ids: Sequence[str]) -> None:
@@ -277,31 +277,57 @@ def prefetch_features(index, query: str, neighbour_ids: Sequence[str]) -> None:
                         [index.item(nid).path for nid in neighbour_ids])
 
 
-@st.cache_data(show_spinner=False, max_entries=128)  # a pair view is up to ~1 MB (images, maps, joint matrix)
+@st.cache_data(show_spinner=False, max_entries=128)  # an explanation is up to ~1 MB (images, maps, joint matrix)
 def explanation(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str = "{}",
-                _data: bytes | None = None, _progress=None) -> dict:
-    """The pair view of one method (cached per index, query, neighbour, method and parameters); ``_progress``
-    (a :class:`simx.explain.progress.Progress`, not part of the key) follows the passes and cancels."""
-    view = _explain_view(root, name, stamp, query, neighbour, method, params_json, _data, progress=_progress)
+                _data: bytes | None = None, _progress=None, estimate: bool = True):
+    """The :class:`simx.explain.Explanation` of one method for the pair (a plain value, cached per index, query,
+    neighbour, method and parameters), with the cheap faithfulness estimate of its maps when ``estimate``;
+    ``_progress`` (a :class:`simx.explain.progress.Progress`, not part of the key) follows the passes and cancels."""
+    exp = _explain(root, name, stamp, query, neighbour, method, params_json, _data, estimate, progress=_progress)
     _COMPUTED.add((root, name, stamp, query, neighbour, method, params_json))
-    return view
+    return exp
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def faithfulness(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str = "{}",
-                 _data: bytes | None = None) -> dict:
-    """Insertion/deletion scores (means per side) of one method's maps of the pair."""
-    f = _explain_view(root, name, stamp, query, neighbour, method, params_json, _data, faithfulness=True)
-    out = {}
-    for side in ("query", "neighbour"):
-        if isinstance(f.get(side), dict):
-            out[side] = {m: float(f[side][f"{m}_mean"]) for m in ("insertion", "deletion") if f"{m}_mean" in f[side]}
-    return out
+def full_faithfulness(root: str, name: str, stamp: str, query: str, neighbour: str, method: str,
+                      params_json: str = "{}", _data: bytes | None = None) -> dict:
+    """The full insertion/deletion curves (:data:`simx.explain.metrics.FULL_STEPS`) of one method's maps."""
+    from simx.explain.metrics import FULL_STEPS, faithfulness
+    from simx.explain.scheduling import TURNS
+
+    exp = explanation(root, name, stamp, query, neighbour, method, params_json, _data)
+    with TURNS.person():
+        return faithfulness(exp, _open_index(root, name, stamp).model, steps=FULL_STEPS, keep=False)
 
 
-def get_explanation(name: str, query: str, neighbour: str, method: str, params: dict | None = None) -> dict:
+def get_explanation(name: str, query: str, neighbour: str, method: str, params: dict | None = None,
+                    estimate: bool = True):
     return explanation(str(index_root()), name, index_stamp(name), query, neighbour, method,
-                       json.dumps(params or {}, sort_keys=True), _data=uploaded_bytes(query))
+                       json.dumps(params or {}, sort_keys=True), _data=uploaded_bytes(query), estimate=estimate)
+
+
+def show_map(col: Any, panel: Any, caption: str | None, alpha: float = 0.6, details: bool = True) -> None:
+    """Draw one map panel of :func:`simx.render.pair_panels` into ``col``: the overlay (the same pixels as the
+    PNG figure and the HTML report), with ``details`` its colour bar in real values and its notes (the
+    faithfulness estimate with its direction; warnings for a map no better than random or on the padding)."""
+    # PNG, not Streamlit's default JPEG for RGB arrays: the screen shows the exact colours and contours
+    col.image(panel.picture(alpha), caption=caption, width="stretch", output_format="PNG")
+    if details and panel.heat is not None:
+        col.image(panel.legend(), width="stretch", output_format="PNG")
+        for note in panel.notes:
+            if note.warning:
+                col.warning(note.text, icon=":material/warning:")
+            else:
+                col.caption(note.text)
+
+
+def show_maps(columns: Sequence[Any], explanation: Any, captions: Sequence[str], alpha: float = 0.6,
+              per_map: bool = False, details: bool = True) -> None:
+    """Draw pair 0 of an explanation into two columns (query, neighbour) through :mod:`simx.render`."""
+    from simx import render
+
+    for col, panel, caption in zip(columns, render.pair_panels(explanation, per_map=per_map), captions):
+        show_map(col, panel, caption, alpha, details)
 
 
 #: (root, index, stamp, query, neighbour, method, params) of the pair views computed in this process: those open
@@ -329,8 +355,9 @@ def estimate(name: str, method: str, params: dict | None = None):
 
 
 def explanation_with_progress(name: str, query: str, neighbour: str, method: str, params: dict | None = None,
-                              key: str = "") -> dict | None:
-    """The pair view of ``method``, drawn with its cost, progress and a way to stop it.
+                              key: str = "", estimate: bool = True):
+    """The :class:`simx.explain.Explanation` of ``method`` for the pair (with the faithfulness estimate of its
+    maps unless ``estimate`` is False), drawn with its cost, progress and a way to stop it.
 
     A view computed before opens at once. Otherwise a method estimated above :func:`confirm_above_s` first says
     what it will cost ("rise: 4,002 forward passes, about 4 min on this machine") and waits for Run. While it runs
@@ -359,7 +386,7 @@ def explanation_with_progress(name: str, query: str, neighbour: str, method: str
 
     def work() -> None:
         try:
-            outcome["view"] = explanation(*args, _data=uploaded_bytes(query), _progress=progress)
+            outcome["view"] = explanation(*args, _data=uploaded_bytes(query), _progress=progress, estimate=estimate)
         except BaseException as exc:  # noqa: BLE001 - handed to the script thread, which shows it
             outcome["error"] = exc
 
@@ -385,8 +412,10 @@ def explanation_with_progress(name: str, query: str, neighbour: str, method: str
 
 
 def get_faithfulness(name: str, query: str, neighbour: str, method: str, params: dict | None = None) -> dict:
-    return faithfulness(str(index_root()), name, index_stamp(name), query, neighbour, method,
-                        json.dumps(params or {}, sort_keys=True), _data=uploaded_bytes(query))
+    """The full faithfulness result of one method's maps of the pair (on demand; the estimate is in the
+    explanation's ``scores``)."""
+    return full_faithfulness(str(index_root()), name, index_stamp(name), query, neighbour, method,
+                             json.dumps(params or {}, sort_keys=True), _data=uploaded_bytes(query))
 
 
 @st.cache_data(show_spinner="Evaluating the index...", max_entries=16)

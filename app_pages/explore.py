@@ -12,7 +12,7 @@ from app_pages import _common as ui
 from app_pages import _identity
 from app_pages._contrast import contrast_section
 from app_pages._text_query import supports_text, text_box, text_page
-from simx import report
+from simx import render, report
 from simx.errors import SimxError
 
 GRID_COLS = 8
@@ -151,43 +151,56 @@ def pair_key(query: str, neighbour: str) -> str:
     return f"{query}|{neighbour}"
 
 
-def method_rows(query: str, neighbour: str, chosen: list[str], alpha: float) -> list[dict]:
+def full_faithfulness(query: str, neighbour: str, m: str, exp) -> dict | None:
+    """The full insertion/deletion curves of one method's maps once asked for (kept in the explanation's scores,
+    so its maps' notes and the downloads show them instead of the estimate)."""
+    if not st.session_state.get(f"faith_{pair_key(query, neighbour)}_{m}"):
+        return None
+    try:
+        with st.spinner("Scoring insertion/deletion at 101 steps..."):
+            f = ui.get_faithfulness(name, query, neighbour, m)
+    except Exception as exc:  # noqa: BLE001
+        ui.show_error(exc, "insertion/deletion")
+        return None
+    exp.scores["faithfulness"] = f
+    return f
+
+
+def curves(query: str, neighbour: str, m: str, f: dict | None) -> None:
+    fkey = f"faith_{pair_key(query, neighbour)}_{m}"
+    if f is None:
+        if not present:
+            st.button("Full insertion / deletion curves", key=f"btn_{fkey}", on_click=st.session_state.__setitem__,
+                      args=(fkey, True), help="Faithfulness at 101 steps (the maps show a 21-step estimate)")
+        return
+    st.caption(f["direction"])
+    for side in ("query", "neighbour"):
+        if side in f:
+            st.caption(f"{side}: insertion {f[side]['insertion'][0]:.1f}, deletion {f[side]['deletion'][0]:.1f}")
+            st.line_chart({"fraction of pixels": f["thresholds"], "insertion": f[side]["insertion_curves"][0],
+                           "deletion": f[side]["deletion_curves"][0]}, x="fraction of pixels", height=160)
+
+
+def method_rows(query: str, neighbour: str, chosen: list[str], alpha: float, per_map: bool) -> list:
     views = []
     for m in chosen:
         with st.container(border=True):
             try:
-                view = ui.explanation_with_progress(name, query, neighbour, m)
+                exp = ui.explanation_with_progress(name, query, neighbour, m)
             except Exception as exc:  # noqa: BLE001
                 ui.show_error(exc, m)
                 continue
-            if view is None:  # waiting for Run (its cost is shown), or cancelled
+            if exp is None:  # waiting for Run (its cost is shown), or cancelled
                 continue
-            views.append(view)
+            views.append(exp)
+            full = full_faithfulness(query, neighbour, m, exp)
             c1, c2, c3 = st.columns([2, 2, 1.3])
-            c1.image(report.overlay(view["query_image"], view["query_map"], alpha), caption=f"{m}: query",
-                     width="stretch")
-            c2.image(report.overlay(view["neighbour_image"], view["neighbour_map"], alpha),
-                     caption=f"{m}: neighbour", width="stretch")
+            ui.show_maps((c1, c2), exp, (f"{m}: query", f"{m}: neighbour"), alpha, per_map)
             with c3:
-                st.markdown(f"**{m}**  \nsimilarity **{view['similarity']:.4f}**")
-                cost = view.get("cost") or {}
-                if cost:
-                    st.caption(f"{cost.get('forward', 0)} forward, {cost.get('backward', 0)} backward passes, "
-                               f"{cost.get('seconds', 0):.2f} s")
-                fkey = f"faith_{pair_key(query, neighbour)}_{m}"
-                if not present:
-                    st.button("Insertion / deletion", key=f"btn_{fkey}", on_click=st.session_state.__setitem__,
-                              args=(fkey, True), help="Faithfulness of this method's maps (area under the curves)")
-                if st.session_state.get(fkey):
-                    try:
-                        with st.spinner("Scoring insertion/deletion..."):
-                            f = ui.get_faithfulness(name, query, neighbour, m)
-                    except Exception as exc:  # noqa: BLE001
-                        ui.show_error(exc, "insertion/deletion")
-                    else:
-                        for side, vals in f.items():
-                            st.caption(f"{side}: insertion {vals.get('insertion', float('nan')):.3g}, "
-                                       f"deletion {vals.get('deletion', float('nan')):.3g}")
+                st.markdown(f"**{m}**  \nsimilarity **{float(exp.similarities[0]):.4f}**")
+                st.caption(f"{exp.cost.forward} forward, {exp.cost.backward} backward passes, "
+                           f"{exp.cost.seconds:.2f} s")
+                curves(query, neighbour, m, full)
     return views
 
 
@@ -208,14 +221,14 @@ def sane_panel(query: str, neighbour: str, alpha: float) -> dict | None:
         try:
             source = index_attributes(index)
             with st.spinner("Running SANE (attribute maps, saliency and ranking)..."):
-                view = ui.get_explanation(name, query, neighbour, "sane", source.params)
+                view = ui.get_explanation(name, query, neighbour, "sane", source.params, estimate=False)
         except SimxError as exc:
             st.info(f"SANE is not available for this pair: {exc}", icon=":material/info:")
             return None
         except Exception as exc:  # noqa: BLE001
             ui.show_error(exc, "sane")
             return None
-        extras = view.get("extras") or {}
+        extras = view.pair_extras(0)
         st.caption(f"Vocabulary: {source.note}.")
         rows = shared_attribute_rows(extras)
         if extras.get("message"):
@@ -224,19 +237,18 @@ def sane_panel(query: str, neighbour: str, alpha: float) -> dict | None:
         if rows:
             c1.dataframe(rows, hide_index=True, key=f"sane_table_{pair_key(query, neighbour)}")
             c1.caption("Only attributes both images have (predicted at or above the threshold) are listed.")
-            c2.image(report.overlay(view["neighbour_image"], view["neighbour_map"], alpha),
+            c2.image(render.overlay(view.image("neighbour"), view.neighbour_maps[0], alpha=alpha),
                      caption=f"'{rows[0]['attribute']}' on the neighbour", width="stretch")
         else:
             c1.caption("No attribute that both images are predicted to have explains this match.")
-        return {"attributes": [(r["attribute"], r["score"]) for r in rows], "map": view["neighbour_map"],
-                "image": view["neighbour_image"]}
+        return {"attributes": [(r["attribute"], r["score"]) for r in rows], "map": view.neighbour_maps[0],
+                "image": view.image("neighbour")}
 
 
-def joint_figure(view: dict, point, box, alpha: float, lines: int, key: str) -> go.Figure:
+def joint_figure(exp, point, box, alpha: float, lines: int, key: str) -> go.Figure:
     from simx.explain import views as jv
 
-    exp = report.as_explanation(view)
-    qimg, nimg = view["query_image"], view["neighbour_image"]
+    qimg, nimg = exp.image("query"), exp.image("neighbour")
     h, w = qimg.shape[:2]
     gap = round(w * 0.06)
     proj = None
@@ -244,12 +256,12 @@ def joint_figure(view: dict, point, box, alpha: float, lines: int, key: str) -> 
         proj = jv.project_point(exp, point)
     elif box is not None:
         proj = jv.project_region(exp, box)
-    shown = report.overlay(nimg, proj.map, max(alpha, 0.75)) if proj is not None else nimg
+    shown = render.overlay(nimg, proj.map, alpha=max(alpha, 0.75)) if proj is not None else nimg
     fig = go.Figure()
     # images travel as JPEG data URIs (a z array would be sent as JSON numbers, ~50x larger; PNG ~4x larger)
     fig.add_trace(go.Image(source=ui.image_uri(f"{key}|query", qimg), x0=0, y0=0,
                            hoverinfo="skip", name="query"))
-    fig.add_trace(go.Image(source=report.data_uri(shown, fmt="jpeg"), x0=w + gap, y0=0, hoverinfo="skip",
+    fig.add_trace(go.Image(source=render.data_uri(shown, fmt="jpeg"), x0=w + gap, y0=0, hoverinfo="skip",
                            name="neighbour"))
     centres = jv.cell_centres(exp.query_cells)
     n = len(centres)
@@ -304,13 +316,13 @@ def joint_panel(query: str, neighbour: str, alpha: float) -> None:
     if present:
         lines = 12
     try:
-        view = ui.explanation_with_progress(name, query, neighbour, method)
+        view = ui.explanation_with_progress(name, query, neighbour, method, estimate=False)
     except Exception as exc:  # noqa: BLE001
         ui.show_error(exc, method)
         return
     if view is None:  # waiting for Run (its cost is shown), or cancelled
         return
-    if view.get("joint") is None:
+    if view.joint is None:
         st.info(f"{method} returned no joint matrix for this pair.")
         return
     chart_key = f"joint_chart_{method}_{pk}"
@@ -319,7 +331,7 @@ def joint_panel(query: str, neighbour: str, alpha: float) -> None:
     sel = (state.get("selection") if isinstance(state, dict) else getattr(state, "selection", None)) or {}
     pts = [p for p in (sel.get("points") or []) if p.get("curve_number", 2) == 2]
     boxes = sel.get("box") or []
-    h, w = view["query_image"].shape[:2]
+    h, w = view.query_image.shape[:2]
     click = None
     if pts and not boxes:  # a box selection also lists the points inside it: the box wins
         click = (float(pts[-1]["x"]), float(pts[-1]["y"]))
@@ -421,24 +433,23 @@ def label_panel(query: str, neighbour: str, rank: int | None, score: float | Non
                                          "note": current.note, "user": current.user}
 
 
-def downloads(query: str, neighbour: str, views: list[dict], sane: dict | None, label: dict | None,
-              rank: int | None, score: float | None) -> None:
+def downloads(query: str, neighbour: str, views: list, sane: dict | None, label: dict | None,
+              rank: int | None, score: float | None, per_map: bool) -> None:
     if not views:
         return
     q_item = None if query.startswith(ui.UPLOAD_PREFIX) else index.item(query)
     n_item = index.item(neighbour)
     title = f"{name}: {query} vs {neighbour}"
     base = f"simx_{name}_{query}_{neighbour}".replace("/", "_").replace(":", "_")
-    faith = {v["method"]: ui.get_faithfulness(name, query, neighbour, v["method"]) for v in views
-             if st.session_state.get(f"faith_{pair_key(query, neighbour)}_{v['method']}")}
     c1, c2 = st.columns(2)
-    c1.download_button("Download PNG figure", data=lambda: report.pair_png(views, title=title, label=label),
+    c1.download_button("Download PNG figure",
+                       data=lambda: render.pair_png(views, title=title, label=label, per_map=per_map),
                        file_name=base + ".png", mime="image/png", icon=":material/image:", on_click="ignore",
                        key="dl_png")
     c2.download_button("Download HTML report",
-                       data=lambda: report.pair_report_html(views, q_item, n_item, index_name=name,
-                                                            model_spec=index.meta["model"]["spec"], rank=rank,
-                                                            score=score, faithfulness=faith, sane=sane, label=label),
+                       data=lambda: render.report_html(views, 0, q_item, n_item, index_name=name,
+                                                       model_spec=index.meta["model"]["spec"], rank=rank,
+                                                       score=score, sane=sane, label=label, per_map=per_map),
                        file_name=base + ".html", mime="text/html", icon=":material/description:", on_click="ignore",
                        key="dl_html")
 
@@ -449,7 +460,7 @@ def pair_view(query: str, neighbour: str, hit: dict | None) -> None:
     st.divider()
     st.subheader("Why do these match?")
     if present:
-        chosen, alpha = wanted, 0.6
+        chosen, alpha, per_map = wanted, 0.6, False
     else:
         c1, c2 = st.columns([3, 1])
         if st.session_state.get("methods_pick") is None or set(st.session_state["methods_pick"]) != set(wanted):
@@ -461,15 +472,18 @@ def pair_view(query: str, neighbour: str, hit: dict | None) -> None:
                                 help="\n".join(f"- **{m}**: {ui.methods()[m]}" for m in first_order),
                                 on_change=lambda: ui.set_qp(methods=st.session_state["methods_pick"]))
         alpha = c2.slider("Map opacity", 0.0, 1.0, 0.6, 0.05, key="alpha")
+        per_map = c2.toggle("Scale each map on its own", key="per_map",
+                            help="Off: a method's query and neighbour maps share one scale, so a weak map looks "
+                                 "weak. On: each map spans the whole colour bar (the colour bars say which).")
     rank = hit["rank"] if hit else None
     score = hit["score"] if hit else None
-    views = method_rows(query, neighbour, chosen, alpha)
+    views = method_rows(query, neighbour, chosen, alpha, per_map)
     sane = sane_panel(query, neighbour, alpha)
     joint_panel(query, neighbour, alpha)
     reason = None if present else contrast_section(name, index, store, query, neighbour, force=ui.qp("why") == "1")
     label = None if present else label_panel(query, neighbour, rank, score, suggested=reason)
     if not present:
-        downloads(query, neighbour, views, sane, label, rank, score)
+        downloads(query, neighbour, views, sane, label, rank, score, per_map)
 
 
 # ------------------------------------------------------------------------------------------------ page

@@ -13,7 +13,7 @@ import streamlit as st
 from app_pages import _common as ui
 from app_pages import _identity
 from app_pages._contrast import contrast_section
-from simx import report
+from simx import render
 from simx import review as rv
 from simx.errors import SimxError
 from simx.labels import REASONS
@@ -113,16 +113,17 @@ score = pair_score(current)
 method = (ui.qp_list("methods") or ui.default_methods(list(ui.methods())))[0]
 try:
     with st.spinner(f"Running {method}..."):
-        view = ui.get_explanation(name, q, n, method)
+        view = ui.get_explanation(name, q, n, method)  # with its faithfulness estimate
 except Exception as exc:  # noqa: BLE001
     ui.show_error(exc, method)
     view = None
 qi, ni = index.item(q), index.item(n)
 c1, c2, c3 = st.columns([2, 2, 1.4])
-for col, image, what, item in ((c1, "query", "query", qi), (c2, "neighbour", f"rank {r}", ni)):
+panels = render.pair_panels(view) if view is not None else [None, None]
+for col, panel, what, item in ((c1, panels[0], "query", qi), (c2, panels[1], f"rank {r}", ni)):
     with col:
-        if view is not None:
-            st.image(report.overlay(view[f"{image}_image"], view[f"{image}_map"], 0.5), width="stretch")
+        if panel is not None:
+            ui.show_map(col, panel, None, alpha=0.5)  # with its faithfulness estimate and warnings
         st.caption(what)
         st.text(f"{item.id}\nlabels: {' | '.join(item.labels) or '-'}")
 with c3:

@@ -123,6 +123,19 @@ class Explanation:
             return self.query_image
         return None if self.neighbour_images is None else np.asarray(self.neighbour_images)[k]
 
+    def pair_extras(self, k: int = 0) -> dict[str, Any]:
+        """The extras that concern pair ``k``: per-pair lists and arrays (one entry per neighbour) taken at ``k``,
+        single values as they are (SANE's ranking of pair k, a method's per-pair message, ...)."""
+        out: dict[str, Any] = {}
+        for key, value in (self.extras or {}).items():
+            if isinstance(value, (list, tuple)) and len(value) == self.k:
+                out[key] = value[k]
+            elif isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == self.k:
+                out[key] = value[k]
+            elif isinstance(value, (int, float, str, bool, np.generic)) or value is None:
+                out[key] = value
+        return out
+
     def box(self, side: str, k: int = 0) -> tuple[int, int, int, int] | None:
         """The image's own area (not padding) on ``side`` for pair ``k``, ``(x0, y0, x1, y1)``, or None."""
         b = self.query_box if side == "query" else (None if self.neighbour_boxes is None

@@ -147,14 +147,17 @@ def test_joint_view_projects_a_query_point(indexes):
     assert len(nodes(at, "plotly_chart")) == 1
 
 
-def test_faithfulness_on_demand(indexes):
+def test_faithfulness_beside_every_map_and_full_curves_on_demand(indexes):
     nid = first_neighbour(indexes)
-    at = run(app(index="tiny", query=QUERY, neighbour=nid, methods="searchcam"))
-    assert "insertion" not in texts(at.caption)
+    at = run(app(index="tiny", query=QUERY, neighbour=nid, methods="searchcam,gradcam"))
+    cap = texts(at.caption)
+    assert cap.count("(higher is better)") == 4 and "estimate, 21 steps" in cap  # 2 methods x 2 sides
+    assert "query: insertion" not in cap
     at.button(key=f"btn_faith_{QUERY}|{nid}_searchcam").click()
     run(at)
     cap = texts(at.caption)
-    assert "query: insertion" in cap and "neighbour: insertion" in cap and "deletion" in cap
+    assert "query: insertion" in cap and "neighbour: insertion" in cap and "higher is better" in cap
+    assert "101 steps" in cap  # the maps' notes now show the full curve's numbers
 
 
 def test_upload_query_in_memory_and_bad_upload_message(indexes):

@@ -1,9 +1,10 @@
-"""The backend pieces the dashboard draws with: simx.report (overlays, PNG, HTML, confusion) and simx.projection."""
+"""The backend pieces the dashboard draws with: simx.report (thumbnails, encoders, confusion) and simx.projection.
+
+Maps, the PNG figure and the HTML report are tested in tests/render (the one renderer)."""
 
 from __future__ import annotations
 
 import io
-import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -48,48 +49,6 @@ def test_projection_is_computed_once_and_refreshed_when_embeddings_change(tmp_pa
     idx.embeddings = rng.normal(size=(30, 8)).astype(np.float32)  # a rebuilt index
     changed = proj.projection(idx)
     assert not np.allclose(changed[["x", "y"]].values, df[["x", "y"]].values)
-
-
-def test_overlay_blends_by_magnitude_with_a_symmetric_colormap():
-    img = np.full((8, 8, 3), 128, np.uint8)
-    heat = np.zeros((8, 8), np.float32)
-    heat[0, 0], heat[7, 7] = 2.0, -2.0
-    assert np.array_equal(report.overlay(img, heat, alpha=0.0), img)
-    out = report.overlay(img, heat, alpha=1.0)
-    assert np.array_equal(out[4, 4], img[4, 4])  # zero keeps the picture
-    assert out[0, 0, 0] > out[0, 0, 2] and out[7, 7, 2] > out[7, 7, 0]  # positive red, negative blue
-    small = report.overlay(np.zeros((16, 16, 3), np.uint8), np.ones((4, 4)), alpha=0.5)
-    assert small.shape == (16, 16, 3)  # feature-resolution maps are resized
-
-
-def view(method="gradcam", sim=0.75):
-    rng = np.random.default_rng(0)
-    return {"method": method, "similarity": sim, "query_map": rng.normal(size=(16, 16)),
-            "neighbour_map": rng.normal(size=(16, 16)), "query_image": np.zeros((16, 16, 3), np.uint8),
-            "neighbour_image": np.full((16, 16, 3), 255, np.uint8), "joint": None, "query_cells": None,
-            "neighbour_cells": None, "params": {}, "extras": {}, "cost": {}}
-
-
-def test_pair_png_is_a_picture_with_one_row_per_method():
-    one = Image.open(io.BytesIO(report.pair_png([view()])))
-    two = Image.open(io.BytesIO(report.pair_png([view(), view("searchcam", 0.5)])))
-    assert one.format == "PNG" and two.height > one.height * 1.4
-
-
-def test_html_report_is_self_contained_and_escaped():
-    q = Item(id="q<script>", path="/g/q.png", label="cats & dogs", attributes=["fur"])
-    n = Item(id="n1", path="/g/n1.png", label="dogs")
-    html = report.pair_report_html([view(), view("searchcam", 0.5)], q, n, index_name="demo", model_spec="default",
-                                   rank=3, score=0.75, label={"verdict": "bad", "reason": "wrong_category",
-                                                              "note": "<b>no</b>", "user": "ann"},
-                                   faithfulness={"gradcam": {"query": {"insertion_mean": 0.8, "deletion_mean": 0.1}}},
-                                   sane={"attributes": [("fur", 0.9)], "map": np.ones((16, 16)),
-                                         "image": np.zeros((16, 16, 3), np.uint8)})
-    assert "<script>" not in html and "q&lt;script&gt;" in html and "&lt;b&gt;no&lt;/b&gt;" in html
-    srcs = re.findall(r"src='([^']*)'", html)
-    assert len(srcs) == 2 * 4 + 1 and all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert "http://" not in html and "https://" not in html
-    assert "0.7500" in html and "wrong_category" in html and "query.insertion_mean" in html and "fur" in html
 
 
 def test_label_confusion_rows_are_shares():
