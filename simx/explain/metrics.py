@@ -373,12 +373,23 @@ def faithfulness(explanation: Explanation, model: SimModel, steps: int = FULL_ST
                               "estimate": int(steps) < FULL_STEPS, "direction": DIRECTION,
                               "random_margin": RANDOM_MARGIN, "thresholds": _jsonable(thresholds(steps))}
     if sides:
-        query, neighbours = model_inputs(explanation, model)
-        ctx = PairContext(model, query, neighbours, batch_size=batch_size)
-        _score_sides(explanation, ctx, sides, background, int(steps), batch_size, result)
+        _score_sides(explanation, _context_for(explanation, model, batch_size), sides, background, int(steps),
+                     batch_size, result)
     if keep:
         explanation.scores["faithfulness" if int(steps) >= FULL_STEPS else "faithfulness_estimate"] = result
     return result
+
+
+def _context_for(explanation: Explanation, model: SimModel, batch_size: int | None) -> PairContext:
+    """The engine context that scores an explanation's maps: its images rebuilt as model inputs, and for a text
+    query (``params["text"]``, no query map) the text embedding as the reference of every neighbour map."""
+    query, neighbours = model_inputs(explanation, model)
+    text = explanation.params.get("text")
+    if text is not None and explanation.query_maps is None:
+        from .text import TextQueryContext
+
+        return TextQueryContext(model, text, list(neighbours), batch_size=batch_size)
+    return PairContext(model, query, neighbours, batch_size=batch_size)
 
 
 def _score_sides(explanation: Explanation, ctx: PairContext, sides: list[str], background: Any, steps: int,

@@ -50,7 +50,7 @@ class TextQueryContext(PairContext):
 def explain_text(model: SimModel, text: str, neighbours: Sequence[Any] | Any, method: str = "gradcam",
                  seed: int = 0, batch_size: int | None = None, **params: Any) -> Explanation:
     """Explain why each of ``neighbours`` matches ``text``: neighbour-side maps (K, H, W), similarities s(text, y_k),
-    cost, and ``faithfulness()`` scored against the text embedding."""
+    cost; :func:`simx.explain.metrics.faithfulness` scores its maps against the text embedding."""
     spec = _method(model, method, "neighbour", params)
     if spec.kind == "joint":
         raise ExplainError(f"{method} is a joint method: it pairs cells of two images, and a text query has no "

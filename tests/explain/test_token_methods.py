@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from simx.errors import ExplainError
-from simx.explain import REGISTRY, explain
+from simx.explain import REGISTRY, PairContext, explain
+from simx.explain.metrics import faithfulness
 from simx.explain.text import explain_text
 from simx.models import toy
 
@@ -60,7 +61,7 @@ def test_every_method_maps_both_sides_or_says_why(family, images):
     assert set(refused) <= MAY_REFUSE[family], refused
     for method, reason in refused.items():
         assert len(reason) > 40 and model.spec in reason or "attribute predictor" in reason, (method, reason)
-    scores = explain(model, images[0], images[1:], method="gradcam").faithfulness()
+    scores = faithfulness(explain(model, images[0], images[1:], method="gradcam"), model)
     assert len(scores["query"]["insertion"]) == 2 and len(scores["neighbour"]["deletion"]) == 2
 
 
@@ -89,7 +90,7 @@ def test_gradcam_on_a_vit_equals_pytorch_grad_cam_with_a_token_reshape(images):
 
     model = toy.tiny_vit_token()
     ours = explain(model, images[0], images[1:], method="gradcam", side="neighbour")
-    query_embedding = ours._context.query_embedding[0]
+    query_embedding = PairContext(model, images[0], images[1:]).query_embedding[0]
     layer = model.net.blocks[int(model.layer.split(".")[1])]
     p = model.num_prefix_tokens
 
@@ -154,7 +155,7 @@ def test_text_query_neighbours_explained_on_the_image_side(images):
     text = model.embed_texts(["a red double-decker bus"])[0]
     img = model.normalise_embeddings(model.embed(torch.stack(images))).numpy()
     np.testing.assert_allclose(exp.similarities, img @ text, atol=1e-5)
-    scores = exp.faithfulness()
+    scores = faithfulness(exp, model)  # scored against the text embedding
     assert "query" not in scores and len(scores["neighbour"]["insertion"]) == 3
     rise = explain_text(model, "a red double-decker bus", images, method="rise", n_samples=32)
     assert rise.neighbour_maps.shape == (3, 32, 32)
