@@ -25,7 +25,7 @@ What is offered (6.8):
 * :func:`marginals`: row sums (a first-order map on the query) and column sums (on the neighbour);
 * :func:`draw_joint`: one matplotlib figure with both images and the lines, or the projected heat map.
 
-Display normalisation (6.8 / rule 5): heat maps are drawn with a diverging colormap symmetric about zero, scaled by
+Display (6.8): heat maps are drawn by the one renderer (:mod:`simx.render`): a diverging colormap symmetric about zero, scaled by
 the maximum absolute value of the map in that figure (stated in the figure); numbers returned by the functions
 here are never normalised.
 """
@@ -198,9 +198,15 @@ def draw_joint(explanation: Any, k: int = 0, point: Sequence[float] | None = Non
             x0, y0, x1, y1 = box
             ax_q.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="yellow", linewidth=2.5))
             what = f"box ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f})"
-        lim = float(np.abs(proj.map).max()) or 1.0
-        im = ax_n.imshow(proj.map, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.6)
-        fig.colorbar(im, ax=ax_n, fraction=0.046, pad=0.02)
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        from ..render import CMAP, format_value, overlay, shared_limit
+
+        lim = shared_limit([proj.map])  # the one colour rule (simx.render): diverging about 0, max |h|
+        ax_n.imshow(overlay(nimg, proj.map, limit=lim), interpolation="nearest")
+        bar = fig.colorbar(ScalarMappable(Normalize(-lim, lim), CMAP), ax=ax_n, fraction=0.046, pad=0.02)
+        bar.set_ticks([-lim, 0.0, lim], labels=[format_value(v) for v in (-lim, 0.0, lim)])
         ax_n.set_title(f"projection of the {what}\n(diverging, scaled by max |h| = {lim:.3g})", fontsize=9)
     else:
         lines = correspondences(explanation, k, top_k)
