@@ -247,7 +247,7 @@ def get_neighbours(name: str, query: str, k: int) -> list[dict]:
 
 
 def _explain(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str,
-             data: bytes | None, estimate: bool = True, progress=None):
+             data: bytes | None, with_estimate: bool = True, progress=None):
     from simx.data import load_image
     from simx.explain import explain
     from simx.explain.metrics import ESTIMATE_STEPS, faithfulness
@@ -259,7 +259,7 @@ def _explain(root: str, name: str, stamp: str, query: str, neighbour: str, metho
     with TURNS.person():  # one explanation at a time; the prefetch steps aside
         exp = explain(index.model, qimg, [nimg], method=method, side="both", seed=0, progress=progress,
                       **json.loads(params_json))
-        if estimate and (exp.query_maps is not None or exp.neighbour_maps is not None):
+        if with_estimate and (exp.query_maps is not None or exp.neighbour_maps is not None):
             faithfulness(exp, index.model, steps=ESTIMATE_STEPS)  # kept in exp.scores, shown beside the maps
     return exp
 
@@ -279,11 +279,11 @@ def prefetch_features(index, query: str, neighbour_ids: Sequence[str]) -> None:
 
 @st.cache_data(show_spinner=False, max_entries=128)  # an explanation is up to ~1 MB (images, maps, joint matrix)
 def explanation(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str = "{}",
-                _data: bytes | None = None, _progress=None, estimate: bool = True):
+                _data: bytes | None = None, _progress=None, with_estimate: bool = True):
     """The :class:`simx.explain.Explanation` of one method for the pair (a plain value, cached per index, query,
-    neighbour, method and parameters), with the cheap faithfulness estimate of its maps when ``estimate``;
+    neighbour, method and parameters), with the cheap faithfulness estimate of its maps when ``with_estimate``;
     ``_progress`` (a :class:`simx.explain.progress.Progress`, not part of the key) follows the passes and cancels."""
-    exp = _explain(root, name, stamp, query, neighbour, method, params_json, _data, estimate, progress=_progress)
+    exp = _explain(root, name, stamp, query, neighbour, method, params_json, _data, with_estimate, progress=_progress)
     _COMPUTED.add((root, name, stamp, query, neighbour, method, params_json))
     return exp
 
@@ -301,9 +301,10 @@ def full_faithfulness(root: str, name: str, stamp: str, query: str, neighbour: s
 
 
 def get_explanation(name: str, query: str, neighbour: str, method: str, params: dict | None = None,
-                    estimate: bool = True):
+                    with_estimate: bool = True):
     return explanation(str(index_root()), name, index_stamp(name), query, neighbour, method,
-                       json.dumps(params or {}, sort_keys=True), _data=uploaded_bytes(query), estimate=estimate)
+                       json.dumps(params or {}, sort_keys=True), _data=uploaded_bytes(query),
+                       with_estimate=with_estimate)
 
 
 def show_map(col: Any, panel: Any, caption: str | None, alpha: float = 0.6, details: bool = True) -> None:
@@ -314,11 +315,8 @@ def show_map(col: Any, panel: Any, caption: str | None, alpha: float = 0.6, deta
     col.image(panel.picture(alpha), caption=caption, width="stretch", output_format="PNG")
     if details and panel.heat is not None:
         col.image(panel.legend(), width="stretch", output_format="PNG")
-        for note in panel.notes:
-            if note.warning:
-                col.warning(note.text, icon=":material/warning:")
-            else:
-                col.caption(note.text)
+        for note in panel.notes:  # our own sentences (numbers and fixed words), never user text
+            col.caption(f":red[:material/warning: {note.text}]" if note.warning else note.text)
 
 
 def show_maps(columns: Sequence[Any], explanation: Any, captions: Sequence[str], alpha: float = 0.6,
@@ -355,9 +353,9 @@ def estimate(name: str, method: str, params: dict | None = None):
 
 
 def explanation_with_progress(name: str, query: str, neighbour: str, method: str, params: dict | None = None,
-                              key: str = "", estimate: bool = True):
+                              key: str = "", with_estimate: bool = True):
     """The :class:`simx.explain.Explanation` of ``method`` for the pair (with the faithfulness estimate of its
-    maps unless ``estimate`` is False), drawn with its cost, progress and a way to stop it.
+    maps unless ``with_estimate`` is False), drawn with its cost, progress and a way to stop it.
 
     A view computed before opens at once. Otherwise a method estimated above :func:`confirm_above_s` first says
     what it will cost ("rise: 4,002 forward passes, about 4 min on this machine") and waits for Run. While it runs
@@ -386,7 +384,8 @@ def explanation_with_progress(name: str, query: str, neighbour: str, method: str
 
     def work() -> None:
         try:
-            outcome["view"] = explanation(*args, _data=uploaded_bytes(query), _progress=progress, estimate=estimate)
+            outcome["view"] = explanation(*args, _data=uploaded_bytes(query), _progress=progress,
+                                          with_estimate=with_estimate)
         except BaseException as exc:  # noqa: BLE001 - handed to the script thread, which shows it
             outcome["error"] = exc
 

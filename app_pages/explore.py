@@ -221,7 +221,7 @@ def sane_panel(query: str, neighbour: str, alpha: float) -> dict | None:
         try:
             source = index_attributes(index)
             with st.spinner("Running SANE (attribute maps, saliency and ranking)..."):
-                view = ui.get_explanation(name, query, neighbour, "sane", source.params, estimate=False)
+                view = ui.get_explanation(name, query, neighbour, "sane", source.params, with_estimate=False)
         except SimxError as exc:
             st.info(f"SANE is not available for this pair: {exc}", icon=":material/info:")
             return None
@@ -316,7 +316,7 @@ def joint_panel(query: str, neighbour: str, alpha: float) -> None:
     if present:
         lines = 12
     try:
-        view = ui.explanation_with_progress(name, query, neighbour, method, estimate=False)
+        view = ui.explanation_with_progress(name, query, neighbour, method, with_estimate=False)
     except Exception as exc:  # noqa: BLE001
         ui.show_error(exc, method)
         return
