@@ -5,12 +5,10 @@ cost and faithfulness. State lives in the URL: ``text`` (the query text) and ``n
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 
 from app_pages import _common as ui
-from simx.render import overlay
+from simx.render import pair_panels
 
 #: methods offered for a text query: first-order maps of one side (joint methods pair cells of two images)
 TEXT_KINDS = ("gradient", "closed-form", "perturbation")
@@ -41,17 +39,17 @@ def _text_neighbours(root: str, name: str, stamp: str, text: str, k: int) -> lis
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def _text_view(root: str, name: str, stamp: str, text: str, neighbour: str, method: str, faithfulness: bool) -> dict:
+def _text_view(root: str, name: str, stamp: str, text: str, neighbour: str, method: str, full: bool):
+    """The explanation of a neighbour against the text (a plain value), with the faithfulness of its map scored
+    against the text embedding: the cheap estimate, or with ``full`` the 101-step curve."""
     from simx.data import load_image
+    from simx.explain.metrics import ESTIMATE_STEPS, FULL_STEPS, faithfulness
     from simx.explain.text import explain_text
 
     index = ui._open_index(root, name, stamp)
     exp = explain_text(index.model, text, [load_image(index.item(neighbour).path)], method=method, seed=0)
-    if faithfulness:
-        f = exp.faithfulness()["neighbour"]
-        return {m: float(f[f"{m}_mean"]) for m in ("insertion", "deletion")}
-    return {"map": exp.neighbour_maps[0], "image": exp.neighbour_images[0], "similarity": float(exp.similarities[0]),
-            "cost": exp.cost.to_dict(), "params": json.loads(json.dumps(exp.params, default=str))}
+    faithfulness(exp, index.model, steps=FULL_STEPS if full else ESTIMATE_STEPS)
+    return exp
 
 
 def text_page(name: str, index, text: str, k: int, present: bool) -> None:
@@ -89,26 +87,22 @@ def text_page(name: str, index, text: str, k: int, present: bool) -> None:
                                                    key="text_methods")
     for m in chosen:
         with st.container(border=True):
+            fkey = f"tfaith_{neighbour}_{m}"
+            full = bool(st.session_state.get(fkey))
             try:
-                with st.spinner(f"Running {m}..."):
-                    view = _text_view(root, name, stamp, text, neighbour, m, False)
+                with st.spinner(f"Running {m} and the faithfulness of its map..."):
+                    exp = _text_view(root, name, stamp, text, neighbour, m, full)
             except Exception as exc:  # noqa: BLE001
                 ui.show_error(exc, m)
                 continue
             c1, c2 = st.columns([2, 1.3])
-            c1.image(overlay(view["image"], view["map"]), caption=f"{m}: neighbour vs text", width="stretch")
+            ui.show_map(c1, pair_panels(exp)[1], f"{m}: neighbour vs text")  # with its faithfulness line
             with c2:
-                st.markdown(f"**{m}**  \nsimilarity **{view['similarity']:.4f}**")
-                cost = view["cost"]
-                st.caption(f"{cost['forward']} forward, {cost['backward']} backward passes, {cost['seconds']:.2f} s")
-                fkey = f"tfaith_{neighbour}_{m}"
-                if not present:
-                    st.button("Insertion / deletion", key=f"btn_{fkey}", on_click=st.session_state.__setitem__,
-                              args=(fkey, True), help="Faithfulness of this map against the text embedding")
-                if st.session_state.get(fkey):
-                    try:
-                        f = _text_view(root, name, stamp, text, neighbour, m, True)
-                    except Exception as exc:  # noqa: BLE001
-                        ui.show_error(exc, "insertion/deletion")
-                    else:
-                        st.caption(f"neighbour: insertion {f['insertion']:.3g}, deletion {f['deletion']:.3g}")
+                st.markdown(f"**{m}**  \nsimilarity **{float(exp.similarities[0]):.4f}**")
+                st.caption(f"{exp.cost.forward} forward, {exp.cost.backward} backward passes, "
+                           f"{exp.cost.seconds:.2f} s")
+                if not present and not full:
+                    st.button("Full insertion / deletion curve", key=f"btn_{fkey}",
+                              on_click=st.session_state.__setitem__, args=(fkey, True),
+                              help="Faithfulness of this map against the text embedding at 101 steps (the map "
+                                   "shows a 21-step estimate)")

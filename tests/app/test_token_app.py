@@ -66,9 +66,10 @@ def test_text_query_box_neighbours_and_image_side_maps(env):
     assert at.query_params["neighbour"] == hits[0].id
     assert "gradcam: neighbour vs text" in image_captions(at)
     assert "a red square" in texts(at.text)
+    assert "estimate, 21 steps" in texts(at.caption) and "higher is better" in texts(at.caption)
     at.button(key=f"btn_tfaith_{hits[0].id}_gradcam").click()
     run(at)
-    assert "neighbour: insertion" in texts(at.caption) and not at.error
+    assert "101 steps" in texts(at.caption) and not at.error  # the full curve, scored against the text
 
 
 def test_image_only_index_has_no_text_tab(env):
