@@ -33,6 +33,7 @@ import torch
 
 from ..errors import ExplainError
 from ..models import Preprocessing, SimModel
+from ..render.reading import DIRECTION, PADDING_WARNING, padding_share  # noqa: F401  (re-exported)
 from .base import Cost, Explanation
 from .engine import FEATURE_CACHE, PairContext, to_input
 
@@ -291,15 +292,11 @@ def _jsonable(x: Any) -> Any:
 ESTIMATE_STEPS = 21
 #: SANE's 101 thresholds (methods.md 7.1).
 FULL_STEPS = 101
-#: The direction of the two numbers, said wherever they are shown.
-DIRECTION = "insertion AUC: higher is better; deletion AUC: lower is better"
 #: A map is "no better than a random map" when insertion AUC - deletion AUC (x 100 units) is at most this.
 #: For a random ranking, deleting a random fraction t keeps a random fraction 1 - t, so its deletion curve is its
 #: insertion curve reversed and the two AUCs are equal in expectation; 2 sd of (insertion - deletion) of random
 #: maps at :data:`ESTIMATE_STEPS` steps on the demo scenes is the margin (measured in benchmarks/bench_app.py).
 RANDOM_MARGIN = 5.0
-#: Share of a map's positive mass on letterbox padding above which the map gets a warning.
-PADDING_WARNING = 0.5
 
 
 def default_background(model: SimModel) -> str:
@@ -326,21 +323,6 @@ def model_inputs(explanation: Explanation, model: SimModel) -> tuple[torch.Tenso
         raise ExplainError(f"this explanation's images are {tuple(query.shape[-2:])} but the model takes "
                            f"{model.input_size}: score it with the model that made it")
     return query, neighbours
-
-
-def padding_share(heat: np.ndarray, box: Sequence[int] | None, baseline: float = 0.0) -> float | None:
-    """The share of a map's positive mass (``max(v - baseline, 0)``) that lies outside ``box`` (the image's own
-    area, ``(x0, y0, x1, y1)``), i.e. on letterbox padding; None when the box is unknown, 0 for a map with no
-    positive mass or no padding."""
-    if box is None:
-        return None
-    pos = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float64)) - float(baseline), 0.0, None)
-    total = float(pos.sum())
-    x0, y0, x1, y1 = (int(v) for v in box)
-    if total <= 0:
-        return 0.0
-    inside = float(pos[max(y0, 0):y1, max(x0, 0):x1].sum())
-    return max(0.0, 1.0 - inside / total)
 
 
 def faithfulness(explanation: Explanation, model: SimModel, steps: int = FULL_STEPS, background: Any = None,

@@ -53,7 +53,7 @@ def report_html(explanations: Sequence[Any], k: int = 0, query_item: Any = None,
     "map": (H, W) or None, "image": (H, W, 3)}``; ``label``: the human verdict (``verdict``, ``reason``,
     ``note``, ``user``).
     """
-    from ..explain.metrics import DIRECTION
+    from .reading import DIRECTION
 
     rows = []
     for explanation, panels in zip(explanations, rows_of(explanations, k, per_map=per_map)):

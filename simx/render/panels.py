@@ -89,7 +89,7 @@ def faithfulness_notes(explanation: Any, side: str, k: int) -> list[Note]:
 
 def padding_note(explanation: Any, side: str, k: int, heat: np.ndarray, baseline: float) -> list[Note]:
     """A warning when most of the map's positive mass lies on the letterbox padding."""
-    from ..explain.metrics import PADDING_WARNING, padding_share
+    from .reading import PADDING_WARNING, padding_share
 
     f = faithfulness_of(explanation)
     share = None
