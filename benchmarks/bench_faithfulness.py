@@ -120,6 +120,22 @@ def estimate_vs_full(model, pairs) -> dict:
             "max_abs_diff": float(np.abs(est - full).max()), "corr": float(np.corrcoef(est, full)[0, 1])}
 
 
+def forward_ms(model, image, batch: int = 21, repeats: int = 3) -> float:
+    """Best-of-``repeats`` milliseconds per image of a batched forward (the estimate's unit of work), measured in
+    the same run so the estimate's time can be read against the machine's load."""
+    import torch
+
+    x = model.preprocess_batch([image] * batch).contiguous(memory_format=torch.channels_last)
+    best = float("inf")
+    with torch.inference_mode():
+        model.embed(x[:2])
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model.embed(x)
+            best = min(best, time.perf_counter() - t0)
+    return best / batch * 1000
+
+
 def markdown(res: dict) -> str:
     from simx.explain.metrics import ESTIMATE_STEPS, RANDOM_MARGIN
 
@@ -128,7 +144,10 @@ def markdown(res: dict) -> str:
              f"Default model (EfficientNet-Lite0, 224 px, fit=pad so the fill is white), {res['pairs']} procedural "
              "demo scenes each paired with its nearest other scene, both sides explained, the unmasked features "
              "cached as after the dashboard's prefetch. Estimate = insertion/deletion at "
-             f"{ESTIMATE_STEPS} steps, both maps in one batched harness. Medians over the pairs.", "",
+             f"{ESTIMATE_STEPS} steps, both maps in one batched harness. Medians over the pairs. A batched forward "
+             f"cost {res['forward_ms']:.1f} ms per image in this run (best of 3, batch 21), so the estimate's "
+             f"forwards alone take about {res['methods']['gradcam']['forwards'] * res['forward_ms'] / 1000:.2f} s "
+             "here; on the idle machine a forward costs 12.1 ms per image (section 'Explanations (issue 4)').", "",
              "| method | map (s) | estimate (s) | estimate forwards | first map + estimate (s) | worst pair (s) | "
              "target | maps flagged 'no better than random' |",
              "|---|---:|---:|---:|---:|---:|---|---:|"]
@@ -184,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     from simx.explain import explain
 
     explain(model, *pairs[0][:1], [pairs[0][1]], method="gradcam")  # first call pays the lazy set-up
-    res = {"pairs": args.pairs, "methods": {}, "machine": f"{platform.processor() or platform.machine()}, "
+    res = {"pairs": args.pairs, "methods": {}, "forward_ms": forward_ms(model, pairs[0][0]), "machine": f"{platform.processor() or platform.machine()}, "
            f"{os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads"}
     for m in GRADIENT + PERTURBATION:
         params = {"n_samples": args.rise_samples} if (m == "rise" and args.rise_samples) else {}

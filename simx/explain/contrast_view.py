@@ -60,22 +60,27 @@ def contrast_panels(result: Any, j: int = 0, per_map: bool = False) -> dict[str,
     ``per_map``."""
     c, q_region, w_region = _parts(result)
     cmap = None if c.query_maps is None else c.query_maps[j]
-    q_limit = shared_limit([cmap]) if cmap is not None else 1.0
+    # each map is drawn about its baseline (its "no effect" value, e.g. RISE's mean masked score); the margin
+    # map's is the difference of the two pair maps' baselines
+    q_base = c.pair.baseline("query", 0) - c.pair.baseline("query", 1 + j) if c.pair.query_maps is not None else 0.0
+    q_limit = shared_limit([cmap], q_base) if cmap is not None else 1.0
     pair = c.pair.neighbour_maps
     wrong_map = None if pair is None else pair[0]
     right_map = None if pair is None else pair[1 + j]
-    p_limit = shared_limit([wrong_map, right_map]) if pair is not None else 1.0
-    query = overlay(c.query_image, cmap, limit=q_limit)
-    wrong = overlay(c.wrong_image, wrong_map, limit=None if per_map else p_limit)
-    right = overlay(c.right_images[j], right_map, limit=None if per_map else p_limit)
+    w_base, r_base = (c.pair.baseline("neighbour", 0), c.pair.baseline("neighbour", 1 + j)) if pair is not None \
+        else (0.0, 0.0)
+    p_limit = shared_limit([wrong_map, right_map], [w_base, r_base]) if pair is not None else 1.0
+    query = overlay(c.query_image, cmap, limit=q_limit, baseline=q_base)
+    wrong = overlay(c.wrong_image, wrong_map, limit=None if per_map else p_limit, baseline=w_base)
+    right = overlay(c.right_images[j], right_map, limit=None if per_map else p_limit, baseline=r_base)
     if q_region is not None and q_region.found:
         query = outline(query, q_region.mask)
     if w_region is not None and w_region.found:
         wrong = outline(wrong, w_region.mask)
     return {
         "query": query, "wrong": wrong, "right": right, "query_limit": q_limit, "pair_limit": p_limit,
-        "query_legend": legend(q_limit, low="for the right one", high="for the wrong one"),
-        "pair_legend": legend(p_limit, per_map=per_map),
+        "query_legend": legend(q_limit, q_base, low="for the right one", high="for the wrong one"),
+        "pair_legend": legend(p_limit, w_base, per_map=per_map),  # values of the wrong one's map
     }
 
 
