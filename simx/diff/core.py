@@ -213,6 +213,13 @@ def _pair_table(a, b, k: int, stores: list[Any]) -> pd.DataFrame:
         columns="_o").reset_index(drop=True)
 
 
+def _relabelled(a, b) -> list[str]:
+    """Ids whose class labels differ between the two indexes (the gallery's manifest changed between builds)."""
+    from ..relevance import item_labels
+
+    return sorted(it.id for it in a.items if item_labels(it) != item_labels(b.item(it.id)))
+
+
 def label_stores(a, b) -> list[Any]:
     """The label stores of both indexes (one when ``$SIMX_LABELS_URL`` names a shared database)."""
     from ..labels import default_url, open_labels
@@ -244,6 +251,11 @@ def compare_indexes(a, b, k: int = 10, level: str = "full", stores: list[Any] | 
     table = pd.DataFrame(rows, columns=BASE_COLUMNS)
     metrics, overall_metrics, note = _metrics(a, b, k, level)
     notes = [note] if note else []
+    relabelled = _relabelled(a, b)
+    if metrics is not None and relabelled:
+        notes.append(f"{len(relabelled)} items carry other class labels in {b.name!r} than in {a.name!r} (first: "
+                     f"{', '.join(relabelled[:3])}): each index's metrics use its own labels, so their change mixes "
+                     "the model's effect with the relabelling")
     if metrics is not None:
         table = table.merge(metrics, on="id", how="left")
         table = table.sort_values(["d_ap", "d_p1", "d_pk", "overlap", "id"], kind="stable", na_position="last")

@@ -96,11 +96,31 @@ def test_same_files_touched_later_still_compare_but_changed_files_do_not(root, t
     for p in copy.rglob("*.png"):
         os.utime(p, ns=(1, 1))  # same bytes, another modification time
     build_index(copy, "copy", model="python:simx.models.toy:tiny_mlp", root=root, workers=0, progress=False)
-    assert len(compare_indexes(a, open_index("copy", root=root), k=3).per_query) == 15
+    same = compare_indexes(a, open_index("copy", root=root), k=3)
+    assert len(same.per_query) == 15 and not any("other class labels" in n for n in same.notes)
     (copy / "red" / "red0.png").write_bytes((copy / "red" / "red1.png").read_bytes())
     build_index(copy, "changed", model="python:simx.models.toy:tiny_mlp", root=root, workers=0, progress=False)
     with pytest.raises(DiffError, match="1 different files.*red/red0.png"):
         compare_indexes(a, open_index("changed", root=root))
+
+
+def test_a_relabelled_gallery_is_flagged(root, tmp_path):
+    import csv
+
+    from simx.diff import compare_indexes
+    from simx.index import build_index, open_index
+
+    src = open_index("tiny", root=root)
+    for name, renamed in (("m1", {}), ("m2", {"red/red0.png": "blue", "red/red1.png": "blue"})):
+        path = tmp_path / f"{name}.csv"
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "path", "label"])
+            for it in src.items:
+                w.writerow([it.id, it.path, renamed.get(it.id, it.label)])
+        build_index(path, name, model="python:simx.models.toy:tiny_linear", root=root, workers=0, progress=False)
+    d = compare_indexes(open_index("m1", root=root), open_index("m2", root=root), k=3)
+    assert any("2 items carry other class labels" in n and "red/red0.png" in n for n in d.notes)
 
 
 def test_cli_json_and_html(root, tmp_path, capsys):
