@@ -5,7 +5,7 @@ What it does, all with the public API (the same calls as ``simx train`` / ``simx
 1. The ``shortcut`` gallery of ``simx demo`` (300 scenes of 2-3 Tux Paint stamps on 8 strong textures, seed 0),
    reused from ``--data`` (default ``$SIMX_DATA``) when present, else generated; its index with the default model
    (EfficientNet-Lite0, fit pad), reused from ``--root`` when present.
-2. The scenes are split, seeded, into *labelled* queries (60 %) and *held-out* queries (40 %, never labelled).
+2. The scenes are split, seeded, into *labelled* queries (40 %) and *held-out* queries (60 %, never labelled).
 3. A scripted reviewer labels the labelled queries from the ground truth, as a person would in the review queue:
    among a query's top ``--label-k`` neighbours, one that shares only the background (same texture, no common
    object) is *bad* (reason ``background_shortcut``), one that shares an object is *good*; when none of the top
@@ -118,8 +118,8 @@ def main() -> int:
     ap.add_argument("--data", default=os.environ.get("SIMX_DATA") or "/tmp/simx-bench-finetune/data")
     ap.add_argument("--root", default="/tmp/simx-bench-finetune/indexes")
     ap.add_argument("--scenes", type=int, default=300)
-    ap.add_argument("--label-k", type=int, default=10)
-    ap.add_argument("--labelled-share", type=float, default=0.6)
+    ap.add_argument("--label-k", type=int, default=5)
+    ap.add_argument("--labelled-share", type=float, default=0.4)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=64, help="triplets per step")
     ap.add_argument("--lr", type=float, default=3e-4)
