@@ -26,7 +26,7 @@ from simx.errors import SimxError
 
 # ------------------------------------------------------------------------------------------------ URL state
 
-URL_KEYS = ("index", "query", "neighbour", "methods", "k", "joint", "mode", "present")
+URL_KEYS = ("index", "query", "neighbour", "methods", "k", "joint", "mode", "present", "alpha")
 UPLOAD_PREFIX = "upload:"
 
 
@@ -36,15 +36,58 @@ def qp(name: str, default: str | None = None) -> str | None:
 
 
 def set_qp(**values: Any) -> None:
-    """Write URL parameters (None removes one); unchanged values are not rewritten."""
+    """Write URL parameters (None removes one) in one URL change: the browser records every change of the URL as
+    a history entry, so one action (a new query that also drops the neighbour) must be one entry, not an
+    intermediate URL that Back would show. Unchanged values are not rewritten (no entry)."""
+    current = st.query_params.to_dict()
+    target = dict(current)
     for key, value in values.items():
         if value is None or value == "" or value == []:
-            if key in st.query_params:
-                del st.query_params[key]
-            continue
-        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-        if st.query_params.get(key) != text:
-            st.query_params[key] = text
+            target.pop(key, None)
+        else:
+            target[key] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    if target == current:
+        return
+    if set(target) >= set(current):
+        st.query_params.update({k: v for k, v in target.items() if current.get(k) != v})
+    else:
+        st.query_params.from_dict(target)
+
+
+def follow_url(widget_key: str, value: Any) -> None:
+    """Make a URL-backed widget show what the URL says (call before drawing it): after Back or Forward the URL
+    changes and the page reruns, but a keyed widget would keep its old value and write it back. Set every run,
+    even when equal: a same-named widget of another page leaves its value behind, and a new widget would not take
+    it (it would start at its minimum)."""
+    st.session_state[widget_key] = value
+
+
+def url_k(widget_key: str, default: int = 10, hi: int = 30) -> int:
+    """The URL's k clipped to [1, hi] (the widget ``widget_key`` follows it); a k out of range or malformed is
+    corrected in the URL too, so the link says what the page shows."""
+    k = qp_int("k", default, 1, hi)
+    if qp("k") is not None and qp("k") != str(k):
+        set_qp(k=k)
+    follow_url(widget_key, k)
+    return k
+
+
+def qp_float(name: str, default: float, lo: float = 0.0, hi: float = 1.0) -> float:
+    """A float URL parameter clipped to [lo, hi]; a malformed one falls back to ``default``."""
+    try:
+        value = float(qp(name, str(default)))
+    except ValueError:
+        return default
+    return default if value != value else max(lo, min(hi, value))
+
+
+def qp_point(name: str = "point") -> tuple[float, float] | None:
+    """A point ``x,y`` from the URL (the joint view's query point), or None."""
+    try:
+        x, y = (float(v) for v in qp_list(name))
+    except ValueError:
+        return None
+    return (x, y)
 
 
 def qp_int(name: str, default: int, lo: int = 1, hi: int = 1000) -> int:

@@ -23,8 +23,8 @@ name, index = ui.current_index()  # opened by app.py
 store = ui.label_store(name)
 
 with st.sidebar:
-    k = st.slider("Neighbours (k)", 1, 30, ui.qp_int("k", 10, 1, 30), key="k_pick",
-                  on_change=lambda: ui.set_qp(k=st.session_state["k_pick"]))
+    ui.url_k("k_pick")
+    k = st.slider("Neighbours (k)", 1, 30, key="k_pick", on_change=lambda: ui.set_qp(k=st.session_state["k_pick"]))
     st.button("Presentation mode", icon=":material/slideshow:", help="Hide every control; share the link",
               on_click=lambda: ui.set_qp(present=1))
 
@@ -35,12 +35,12 @@ if present:
 
 
 def pick_query(item_id: str) -> None:
-    ui.set_qp(query=item_id, neighbour=None, versus=None, why=None, text=None)
+    ui.set_qp(query=item_id, neighbour=None, versus=None, why=None, text=None, point=None, sane=None)
     st.session_state["fold_picker"] = True  # fold the gallery away once a query is chosen
 
 
 def pick_neighbour(item_id: str) -> None:
-    ui.set_qp(neighbour=item_id, versus=None, why=None)
+    ui.set_qp(neighbour=item_id, versus=None, why=None, point=None, sane=None)
 
 
 def random_query() -> None:
@@ -209,10 +209,10 @@ def sane_panel(query: str, neighbour: str, alpha: float) -> dict | None:
         return None
     flag = f"sane_{pair_key(query, neighbour)}"
     with st.expander("Attributes (SANE): which shared attribute explains the match", expanded=True):
-        if not st.session_state.get(flag):
+        if ui.qp("sane") != "1":  # in the URL: a link (and Back) reopens the pair with its SANE panel
             if not present:
                 st.button("Run SANE", key=f"btn_{flag}", icon=":material/label_important:",
-                          on_click=st.session_state.__setitem__, args=(flag, True))
+                          on_click=ui.set_qp, kwargs={"sane": 1})
             st.caption("Ranks the attributes the pair shares by confidence and how well they match the saliency.")
             return None
         from simx.attributes import index_attributes
@@ -345,24 +345,42 @@ def joint_panel(query: str, neighbour: str, alpha: float) -> None:
     if click is not None and st.session_state.get("joint_last_click") != (chart_key, click):
         st.session_state["joint_last_click"] = (chart_key, click)
         st.session_state["joint_x"], st.session_state["joint_y"] = click
-    if box is not None and st.session_state.get("joint_last_box") != (chart_key, box):
+        ui.set_qp(point=f"{click[0]:g},{click[1]:g}")
+    elif box is not None and st.session_state.get("joint_last_box") != (chart_key, box):
         st.session_state["joint_last_box"] = (chart_key, box)  # a new box replaces the point
         st.session_state["joint_x"] = st.session_state["joint_y"] = None
+        ui.set_qp(point=None)
+    else:  # the point is in the URL (links, Back / Forward): the inputs follow it, a half-typed point stays
+        wanted_point = ui.qp_point()
+        typed = (st.session_state.get("joint_x"), st.session_state.get("joint_y"))
+        if wanted_point is not None and typed != wanted_point:
+            st.session_state["joint_x"], st.session_state["joint_y"] = wanted_point
+        elif wanted_point is None and None not in typed:
+            st.session_state["joint_x"] = st.session_state["joint_y"] = None
 
     def clear_point() -> None:
         st.session_state["joint_x"] = st.session_state["joint_y"] = None
         st.session_state["joint_last_click"] = (chart_key, click)
         st.session_state["joint_cleared"] = True
+        ui.set_qp(point=None)
+
+    def typed_point() -> None:
+        x, y = st.session_state.get("joint_x"), st.session_state.get("joint_y")
+        ui.set_qp(point=None if x is None or y is None else f"{x:g},{y:g}")
 
     c3.button("Clear point", key="joint_clear", disabled=present, on_click=clear_point)
     if st.session_state.pop("joint_cleared", False):
         box = None
     px_col, py_col = st.columns(2)
+    for key in ("joint_x", "joint_y"):  # empty inputs, not 0: no point until one is clicked or typed
+        st.session_state.setdefault(key, None)
     if present:
         x, y = st.session_state.get("joint_x"), st.session_state.get("joint_y")
     else:
-        x = px_col.number_input("Query point x (model pixels)", 0.0, float(w - 1), value=None, key="joint_x")
-        y = py_col.number_input("Query point y (model pixels)", 0.0, float(h - 1), value=None, key="joint_y")
+        x = px_col.number_input("Query point x (model pixels)", 0.0, float(w - 1), key="joint_x",
+                                on_change=typed_point)
+        y = py_col.number_input("Query point y (model pixels)", 0.0, float(h - 1), key="joint_y",
+                                on_change=typed_point)
     point = (float(x), float(y)) if x is not None and y is not None else None
     if point is not None:  # a point typed or clicked after the box
         box = None
@@ -460,7 +478,7 @@ def pair_view(query: str, neighbour: str, hit: dict | None) -> None:
     st.divider()
     st.subheader("Why do these match?")
     if present:
-        chosen, alpha, per_map = wanted, 0.6, False
+        chosen, alpha, per_map = wanted, ui.qp_float("alpha", 0.6), False
     else:
         c1, c2 = st.columns([3, 1])
         if st.session_state.get("methods_pick") is None or set(st.session_state["methods_pick"]) != set(wanted):
@@ -471,7 +489,10 @@ def pair_view(query: str, neighbour: str, hit: dict | None) -> None:
                                 key="methods_pick", format_func=lambda m: m,
                                 help="\n".join(f"- **{m}**: {ui.methods()[m]}" for m in first_order),
                                 on_change=lambda: ui.set_qp(methods=st.session_state["methods_pick"]))
-        alpha = c2.slider("Map opacity", 0.0, 1.0, 0.6, 0.05, key="alpha")
+        ui.follow_url("alpha", ui.qp_float("alpha", 0.6))
+        alpha = c2.slider("Map opacity", 0.0, 1.0, step=0.05, key="alpha",
+                          on_change=lambda: ui.set_qp(alpha=None if st.session_state["alpha"] == 0.6
+                                                      else st.session_state["alpha"]))
         per_map = c2.toggle("Scale each map on its own", key="per_map",
                             help="Off: a method's query and neighbour maps share one scale, so a weak map looks "
                                  "weak. On: each map spans the whole colour bar (the colour bars say which).")

@@ -27,8 +27,8 @@ name, index = ui.current_index()  # opened by app.py
 store = ui.label_store(name)
 
 with st.sidebar:
-    k = st.slider("Pairs per query (k)", 1, 30, ui.qp_int("k", 10, 1, 30), key="k_pick",
-                  on_change=lambda: ui.set_qp(k=st.session_state["k_pick"]))
+    ui.url_k("k_pick")
+    k = st.slider("Pairs per query (k)", 1, 30, key="k_pick", on_change=lambda: ui.set_qp(k=st.session_state["k_pick"]))
 
 state: rv.ReviewState = st.session_state.setdefault(f"review_state_{name}", rv.ReviewState())
 

@@ -505,3 +505,43 @@ def test_manifest_columns_show_beside_the_query_as_text(tmp_path, monkeypatch):
     table = exp.dataframe[0].value
     assert list(table["column"]) == ["photographer"]
     assert list(table["value"]) == ["**Ana** [x](http://example.invalid)"]  # verbatim, in a table, not Markdown
+
+
+def test_url_state_k_opacity_point_and_sane_round_trip(indexes):
+    nid = first_neighbour(indexes)
+    # an out-of-range or malformed k is corrected in the URL too
+    for raw, fixed in (("500", "30"), ("0", "1"), ("ten", "10")):
+        at = run(app(index="tiny", query=QUERY, k=raw))
+        assert at.query_params["k"] == fixed and at.slider(key="k_pick").value == int(fixed)
+        assert f"Top {min(int(fixed), 14)} neighbours" in texts(at.markdown)  # 15 images: 14 others at most
+    # the URL says what is shown; a changed URL (Back / Forward) is followed by the widgets
+    at = run(app(index="tiny", query=QUERY, k="5"))
+    at.slider(key="k_pick").set_value(7)
+    run(at)
+    assert at.query_params["k"] == "7"
+    at.query_params["k"] = "5"  # Back
+    run(at)
+    assert at.slider(key="k_pick").value == 5 and "Top 5 neighbours" in texts(at.markdown)
+    # opacity, the joint view's point and SANE live in the URL: a link reopens them
+    at = run(app(index="tiny", query=QUERY, neighbour=nid, alpha="0.3", point="20,30", sane="1"))
+    assert at.slider(key="alpha").value == 0.3
+    assert "query point (20, 30)" in texts(at.caption)
+    assert not [b for b in at.button if b.key and b.key.startswith("btn_sane_")]  # SANE ran, no "Run" button
+    at.number_input(key="joint_x").set_value(12.0)
+    run(at)
+    assert at.query_params["point"] == "12,30"
+    at.slider(key="alpha").set_value(0.8)
+    run(at)
+    assert at.query_params["alpha"] == "0.8"
+    at.button(key="joint_clear").click()
+    run(at)
+    assert "point" not in at.query_params and "Click a point" in texts(at.caption)
+    # a new neighbour starts without the previous pair's point and SANE panel
+    at.query_params["point"] = "3,4"
+    run(at)
+    assert "query point (3, 4)" in texts(at.caption)
+    other = [b for b in at.button if b.key and b.key.startswith("nb_") and b.key != f"nb_{nid}"][0]
+    other.click()
+    run(at)
+    assert at.query_params["neighbour"] == other.key[3:]
+    assert "point" not in at.query_params and "sane" not in at.query_params
