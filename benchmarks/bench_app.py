@@ -10,11 +10,17 @@ built on the fly with the default model):
 * joint click -> heat map: from a click on a query cell of the joint view to the projected heat map's caption for
   that point being visible (one fragment rerun).
 
+* with ``--review``, instead: the review queue's sustained labelling rate with a key pressed every 100 ms
+  (``--interval``), as a fast labeller does: every press must be stored against the pair it was pressed for
+  (checked against the queue's order), and the rate is presses over the time from the first press to the last
+  stored verdict. Written under ``## Review queue labelling rate (issue 12)``.
+
 Targets: < 1.5 s to the first gradient map, < 300 ms for a joint-view click. Results are printed and written to
 ``docs/benchmarks.md`` under ``## Dashboard (issue 7)`` (only that section is replaced).
 
     .venv/bin/python benchmarks/bench_app.py [--index scenes] [--root indexes] [--pairs 10] [--clicks 8]
     .venv/bin/python benchmarks/bench_app.py --pairs 2 --clicks 1 --no-write --screenshots docs/img  # README pictures
+    .venv/bin/python benchmarks/bench_app.py --review --presses 40 --interval 0.1
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SECTION = "## Dashboard (issue 7)"
+REVIEW_SECTION = "## Review queue labelling rate (issue 12)"
 TARGET_MAP_S = 1.5
 TARGET_JOINT_S = 0.3
 
@@ -66,8 +73,8 @@ def ensure_index(root: Path, name: str) -> tuple[Path, str, str]:
     return base / "indexes", "scenes", "built (60 generated scenes, default model)"
 
 
-def start_server(root: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "SIMX_INDEXES": str(root), "SIMX_USER": "bench", "CUDA_VISIBLE_DEVICES": "",
+def start_server(root: Path, port: int, user: str = "bench") -> subprocess.Popen:
+    env = {**os.environ, "SIMX_INDEXES": str(root), "SIMX_USER": user, "CUDA_VISIBLE_DEVICES": "",
            "PYTHONUNBUFFERED": "1"}
     log = open(Path(tempfile.gettempdir()) / f"simx-bench-app-{port}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port",
@@ -211,13 +218,90 @@ def summarize(xs: list[float]) -> str:
             f"(n={len(xs)})")
 
 
-def write_section(text: str) -> Path:
+def write_section(text: str, section: str = SECTION) -> Path:
     path = REPO / "docs" / "benchmarks.md"
     old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
     new = pattern.sub(text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
     path.write_text(new, encoding="utf-8")
     return path
+
+
+def review_rate(root: Path, name: str, how: str, presses: int, interval: float) -> str:
+    """Press review-queue keys every ``interval`` s in a real browser; check every verdict's pair; the rate."""
+    from simx.index import evaluate, open_index
+    from simx.labels import REASONS, open_labels
+    from simx.review import queue_pairs
+
+    index = open_index(name, root=root)
+    pairs = queue_pairs(evaluate(index, k=10).per_query, 10)
+    user = f"bench-review-{int(time.time())}"
+    keys = [("g", "b", "g", "s", "1", "g", "b", "2")[i % 8] for i in range(presses)]
+    if len(pairs) < presses:
+        raise SystemExit(f"the queue has {len(pairs)} pairs, fewer than {presses} presses")
+    expected: dict[tuple[str, str], tuple[str, str | None]] = {}
+    for key, pair in zip(keys, pairs):
+        if key != "s":
+            verdict, reason = ("good", None) if key == "g" else ("bad", "other" if key == "b"
+                                                                 else list(REASONS)[int(key) - 1])
+            expected[(pair.query, pair.neighbour)] = (verdict, reason)
+    store = open_labels(name, root=root)
+    port = free_port()
+    proc = start_server(root, port, user="")
+    try:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(120_000)
+            page.goto(f"http://localhost:{port}/review?index={quote(name)}&user={quote(user)}")
+            page.locator(".st-key-rq_good button").wait_for()
+            page.locator("[data-testid='simxReviewKeys']").wait_for(state="attached")
+            page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')")
+            page.wait_for_timeout(1000)
+            start = time.time()
+            for key in keys:
+                page.keyboard.press(key)
+                page.wait_for_timeout(interval * 1000)
+            typed = time.time() - start
+            deadline = time.time() + 900
+            while time.time() < deadline:
+                waiting = int(page.locator("[data-testid='simxReviewKeys']").get_attribute("data-waiting") or 0)
+                if waiting == 0 and store.count(index=name, user=user) == len(expected):
+                    break
+                time.sleep(0.05)
+            done = time.time() - start
+            page.wait_for_timeout(1500)
+            browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    got = {(r.query_id, r.neighbour_id): (r.verdict, r.reason) for r in store.list(index=name, user=user)}
+    right = sum(got.get(pair) == want for pair, want in expected.items())
+    wrong = len(got) - right
+    load = os.getloadavg()
+    return (
+        f"{REVIEW_SECTION}\n\n"
+        f"`benchmarks/bench_app.py --review`, real browser (Debian Chromium, headless, Playwright) against "
+        f"`streamlit run app.py` on localhost, CPU only ({os.cpu_count()} cores). Index `{name}` ({how}; "
+        f"{len(index)} images, model `{index.meta['model']['spec']}`); the review page draws each pair with its "
+        f"first map. {presses} key presses (G, B, S, 1, 2 mixed: {len(expected)} verdicts and "
+        f"{presses - len(expected)} skips), one every {interval * 1000:.0f} ms.\n\n"
+        f"| measurement | result |\n| --- | --- |\n"
+        f"| presses typed in | {typed:.1f} s |\n"
+        f"| first press -> last verdict stored | {done:.1f} s |\n"
+        f"| sustained labelling rate | {presses / done:.2f} presses/s ({60 * presses / done:.0f} per minute) |\n"
+        f"| verdicts stored against the pair they were pressed for | {right} of {len(expected)} "
+        f"({wrong} on a wrong pair or missing) |\n\n"
+        f"Presses made while the page redraws wait in the browser and go out one at a time against the pair "
+        f"shown next, so the rate is bounded by one page run per press (drawing the next pair and its map); none is "
+        f"lost or applied to another pair. Machine load average while it ran: {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f} (1 / 5 / 15 min) on {os.cpu_count()} cores, shared with other work.\n"
+    )
 
 
 def main() -> int:
@@ -233,11 +317,20 @@ def main() -> int:
                     help="also save screenshots of the demo index (explore, pair, joint) into DIR (the README's: "
                          "docs/img)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    ap.add_argument("--review", action="store_true", help="measure the review queue's labelling rate instead")
+    ap.add_argument("--presses", type=int, default=40, help="--review: keys pressed")
+    ap.add_argument("--interval", type=float, default=0.1, help="--review: seconds between two presses")
     args = ap.parse_args()
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} is missing (apt-get install chromium)")
 
     root, name, how = ensure_index(Path(args.root), args.index)
+    if args.review:
+        text = review_rate(root, name, how, args.presses, args.interval)
+        print(text)
+        if not args.no_write:
+            print(f"written to {write_section(text, REVIEW_SECTION)}")
+        return 0
     from simx.index import open_index
 
     index = open_index(name, root=root)
