@@ -67,14 +67,14 @@ def labels_seen(index_a, index_b) -> str:
 
 
 def neighbour_column(index, title: str, ids: list[str], marked: set[str], mark: str, col) -> None:
-    col.markdown(f"**{title}**")
+    col.markdown(f"**{ui.plain(title)}**")
     cells = col.columns(5)
     for rank, nid in enumerate(ids, start=1):
         cell = cells[(rank - 1) % 5]
         t = ui.thumb(index.item(nid).path)
         if t is not None:
             cell.image(t, width="stretch")
-        cell.caption(f"{rank}. {nid}" + (f" · {mark}" if nid in marked else ""))
+        cell.caption(f"{rank}. {ui.plain(nid)}" + (f" · **{mark}**" if nid in marked else ""))
 
 
 st.title("Compare models")
@@ -104,10 +104,10 @@ except SimxError as exc:
     ui.show_error(exc, "Cannot compare")
     st.stop()
 
-st.caption(f"A = `{name_a}` (model `{diff.models['a']}`) · B = `{name_b}` (model `{diff.models['b']}`) · "
-           f"{diff.overall['n_items']} items · k = {k}")
+st.caption(f"A = {ui.plain(name_a)} (model {ui.plain(diff.models['a'])}) · B = {ui.plain(name_b)} (model "
+           f"{ui.plain(diff.models['b'])}) · {diff.overall['n_items']} items · k = {k}")
 for note in diff.notes:
-    st.caption(note)
+    st.caption(ui.plain(note))
 
 # ------------------------------------------------------------------------------------------------ summary
 from simx.diff import summary_rows  # noqa: E402
@@ -146,7 +146,7 @@ if query is None:
 if ui.qp("query") != query:
     ui.set_qp(query=query)
 row = diff.per_query[diff.per_query["id"] == query].iloc[0]
-st.markdown(f"Query `{query}`" + (f" · AP@{k} {row['ap_a']:.3f} → {row['ap_b']:.3f}"
+st.markdown(f"Query {ui.plain(query)}" + (f" · AP@{k} {row['ap_a']:.3f} → {row['ap_b']:.3f}"
                                   if diff.has_metrics and row.get("ap_a") == row.get("ap_a") else "")
             + f" · top-{k} overlap {row['overlap']:.2f}")
 qcol, acol, bcol = st.columns([1, 4, 4])
@@ -185,7 +185,7 @@ if not candidates:
 if nb_default not in candidates:
     nb_default = candidates[0]
 c1, c2, c3 = st.columns([3, 2, 1])
-neighbour = c1.selectbox(f"Neighbour of `{query}`", candidates, index=candidates.index(nb_default),
+neighbour = c1.selectbox(f"Neighbour of {ui.plain(query)}", candidates, index=candidates.index(nb_default),
                          key=f"cmp_nb_{query}")
 methods = list(ui.methods())
 default_method = ui.default_methods(methods)[0]
@@ -200,7 +200,7 @@ except SimxError as exc:
     st.stop()
 ca, cb = st.columns(2)
 for col, key, title in ((ca, "a", f"A: {name_a}"), (cb, "b", f"B: {name_b}")):
-    col.markdown(f"**{title}** · similarity {pics[key]['similarity']:.4f}")
+    col.markdown(f"**{ui.plain(title)}** · similarity {pics[key]['similarity']:.4f}")
     q_img, n_img = col.columns(2)
     q_img.image(pics[key]["query"], caption=f"query {query}", width="stretch")
     n_img.image(pics[key]["neighbour"], caption=f"neighbour {neighbour}", width="stretch")

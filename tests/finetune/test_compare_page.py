@@ -35,8 +35,8 @@ def test_compare_page_shows_worst_queries_and_a_pair_under_both_models(root):
     assert (pairs["query"] == q).any()
     captions = [c.value for c in at.caption]
     assert any(c.startswith("1. ") for c in captions)  # the neighbour lists
-    assert any("similarity" in m.value for m in at.markdown if m.value.startswith("**A: tiny"))
-    assert any("similarity" in m.value for m in at.markdown if m.value.startswith("**B: tiny-b"))
+    assert any("similarity" in m.value for m in at.markdown if m.value.startswith("**A\\: tiny"))
+    assert any("similarity" in m.value for m in at.markdown if m.value.startswith("**B\\: tiny\\-b"))
     assert len(at.get("download_button")) == 2  # the summary, and the summary with the pair
     assert at.query_params["query"] == [worst.iloc[0]["id"]] or at.query_params["query"] == worst.iloc[0]["id"]
 
