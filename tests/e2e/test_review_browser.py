@@ -214,3 +214,45 @@ def test_user_text_is_plain_text_and_nothing_is_fetched_from_outside(server, bro
                and urlsplit(u).hostname not in ("localhost", "127.0.0.1")]
     assert not outside, outside
     page.close()
+
+
+def settled(page) -> None:
+    page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')")
+    page.wait_for_timeout(300)
+
+
+def test_back_and_forward_restore_what_the_url_says(server, browser):
+    q = queue(server)[0][0]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(server["url"] + f"/?index=tiny&query={quote(q)}")
+    page.get_by_text("Top 10 neighbours").wait_for()
+    settled(page)
+    before = page.evaluate("() => history.length")
+    thumb = page.locator(".st-key-k_pick [data-testid='stSliderThumbValue']").locator("xpath=..")
+    value = page.locator(".st-key-k_pick input[type='range']")
+    box = thumb.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x - 80, y, steps=16)  # a drag through several values
+    page.mouse.up()
+    page.wait_for_function("() => new URL(location.href).searchParams.get('k') !== null")
+    k = int(page.evaluate("() => new URL(location.href).searchParams.get('k')"))
+    assert 1 <= k < 10
+    page.get_by_text(f"Top {k} neighbours").wait_for()
+    settled(page)
+    assert page.evaluate("() => history.length") == before + 1  # one drag, one history entry
+    page.go_back()
+    page.get_by_text("Top 10 neighbours").wait_for()
+    settled(page)
+    assert value.input_value() == "10" and "k=" not in page.url
+    page.go_forward()
+    page.get_by_text(f"Top {k} neighbours").wait_for()
+    settled(page)
+    assert value.input_value() == str(k)
+    # an out-of-range k in a link is corrected in the URL
+    page.goto(server["url"] + f"/?index=tiny&query={quote(q)}&k=99")
+    page.wait_for_function("() => new URL(location.href).searchParams.get('k') === '30'")
+    page.get_by_text("Top 17 neighbours").wait_for()  # 18 images: 17 others
+    page.close()
