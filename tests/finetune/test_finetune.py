@@ -175,3 +175,27 @@ def test_same_label_positives_follow_the_relevance_rule(root):
     only_good, record2 = collect_triplets(store, index, same_label=False)
     assert {r["positive_source"] for r in only_good} == {"good"} and len(only_good) < len(rows)
     assert record["positive_sources"]["same_label"] == len(same)
+
+
+@pytest.mark.slow
+def test_default_at_file_loads_the_default_architecture_strictly(tmp_path):
+    from safetensors.torch import save_file
+
+    from simx.errors import WeightsError
+    from simx.models import load_model
+
+    base = load_model("default", cache=False, device="cpu")
+    state = {k: v.clone().contiguous() for k, v in base.net.state_dict().items()}
+    state["conv_head.weight"] = state["conv_head.weight"] * 1.5
+    save_file(state, str(tmp_path / "w.safetensors"))
+    tuned = load_model(f"default@{tmp_path / 'w.safetensors'}", cache=False, device="cpu")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        before = base.embed(x)
+        base.net.load_state_dict(state)
+        assert torch.equal(tuned.embed(x), base.embed(x)) and not torch.allclose(tuned.embed(x), before)
+    assert tuned.spec.startswith("default@") and tuned.layer == base.layer == "bn2"
+    del state["bn2.weight"]
+    save_file(state, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(WeightsError, match="1 missing"):
+        load_model(f"default@{tmp_path / 'bad.safetensors'}", cache=False, device="cpu")
