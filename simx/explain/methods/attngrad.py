@@ -116,8 +116,8 @@ def passes(k: int, side: str, size: tuple[int, int], params: dict) -> tuple[int,
 def attribute(ctx: PairContext, side: str) -> MethodOutput:
     _check(ctx)
     out = MethodOutput(params={"rule": "R = prod (I + mean_h ReLU(dA * A))", "metric": ctx.model.metric})
-    if side in ("query", "both"):
+    if side == "query":
         out.query_feature_maps = query_maps(ctx).cpu().numpy()
-    if side in ("neighbour", "both"):
+    if side == "neighbour":
         out.neighbour_feature_maps = neighbour_maps(ctx).cpu().numpy()
     return out

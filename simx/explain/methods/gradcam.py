@@ -76,12 +76,12 @@ def attribute(ctx: PairContext, side: str, relu: bool = True) -> MethodOutput:
     relu = bool(relu)
     out = MethodOutput(params={"relu": relu, "layer": ctx.model.layer, "metric": ctx.model.metric})
     sim = lambda e, other: row_similarity(ctx.model, e, other)  # noqa: E731
-    if side in ("query", "both"):
+    if side == "query":
         feats, grads = side_gradients(ctx, "query", sim)
         maps, w = grad_cam_maps(feats, grads, relu)
         out.query_feature_maps = maps.cpu().numpy()
         out.extras["query_channel_weights"] = w.cpu().numpy()
-    if side in ("neighbour", "both"):
+    if side == "neighbour":
         feats, grads = side_gradients(ctx, "neighbour", sim)
         maps, w = grad_cam_maps(feats, grads, relu)
         out.neighbour_feature_maps = maps.cpu().numpy()

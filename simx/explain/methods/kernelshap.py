@@ -160,13 +160,13 @@ def attribute(ctx: PairContext, side: str, n_samples: int | None = None, baselin
                                "baseline": baseline if not isinstance(baseline, torch.Tensor) else "tensor",
                                "paired": paired, "segmentation": str(seg_spec),
                                "value": f"similarity ({ctx.model.metric})"})
-    if side in ("query", "both"):
+    if side == "query":
         seg = image_segments(ctx, ctx.query[0], seg_spec)
         phi, phi0, evals = _explain_image(ctx, None, seg, n_samples, paired, baseline, offset=0)
         out.query_maps = paint(phi.T, seg)
         out.extras.update(query_values=phi.T.astype(np.float32), query_phi0=phi0.astype(np.float32),
                           query_segments=seg.astype(np.int32), query_evaluations=evals)
-    if side in ("neighbour", "both"):
+    if side == "neighbour":
         maps, values, phi0s, segs, evals = [], [], [], [], []
         for k in range(ctx.k):
             seg = image_segments(ctx, ctx.neighbours[k], seg_spec)

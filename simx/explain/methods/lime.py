@@ -102,13 +102,13 @@ def attribute(ctx: PairContext, side: str, n_samples: int = 1000, baseline: str 
                                "baseline": baseline if not isinstance(baseline, torch.Tensor) else "tensor",
                                "kernel_width": kernel_width, "alpha": alpha, "segmentation": str(seg_spec),
                                "target": f"similarity ({ctx.model.metric})"})
-    if side in ("query", "both"):
+    if side == "query":
         seg = image_segments(ctx, ctx.query[0], seg_spec)
         coef, icpt, r2 = _explain_image(ctx, None, seg, n_samples, kernel_width, alpha, baseline, offset=0)
         out.query_maps = paint(coef.T, seg)
         out.extras.update(query_values=coef.T.astype(np.float32), query_intercept=icpt.astype(np.float32),
                           query_score=r2.astype(np.float32), query_segments=seg.astype(np.int32))
-    if side in ("neighbour", "both"):
+    if side == "neighbour":
         maps, values, icpts, r2s, segs = [], [], [], [], []
         for k in range(ctx.k):
             seg = image_segments(ctx, ctx.neighbours[k], seg_spec)

@@ -48,7 +48,7 @@ def attribute(ctx: PairContext, side: str, n_samples: int = 2000, s: int = 8, p:
               baseline: str | float | torch.Tensor = "mean") -> MethodOutput:
     h, w = ctx.size
     masks = RiseMasks(int(n_samples), (h, w), s=s, p=p, rng=ctx.generator(0), device=ctx.device)
-    do_q, do_n = side in ("query", "both"), side in ("neighbour", "both")
+    do_q, do_n = side == "query", side == "neighbour"  # the engine calls once per side
     k = ctx.k
     acc_q = torch.zeros(k, h * w, dtype=torch.float64, device=ctx.device)
     acc_n = torch.zeros(k, h * w, dtype=torch.float64, device=ctx.device)

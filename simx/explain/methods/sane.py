@@ -206,7 +206,7 @@ def attribute(ctx: PairContext, side: str, predictor: Any = None, saliency: str 
     how_q = "annotated" if ann_q is not None else "predicted"
     shared_mask = [pres_q & pres_n[j] for j in range(k)]
 
-    do_q, do_n = side in ("query", "both"), side in ("neighbour", "both")
+    do_q, do_n = side == "query", side == "neighbour"  # the engine calls once per side
     given = dict(saliency_maps or {})
     for key in given:
         if key not in ("query", "neighbour"):

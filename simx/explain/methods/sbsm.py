@@ -122,16 +122,16 @@ def attribute(ctx: PairContext, side: str, window: int | tuple[int, int] | None 
     out.extras["windows"] = window_boxes((h, w), window, stride)
     eq, en = ctx.query_embedding, ctx.neighbour_embeddings
     if signed:  # the drop of the similarity itself, unclamped and unscaled: linear in the similarity
-        if side in ("query", "both"):
+        if side == "query":
             deltas = (ctx.similarities().double()[None] - ctx.query_mask_scores(keep, baseline).double()).T  # (K, N)
             out.query_maps = saliency(deltas, occluded, scale=False).float().cpu().numpy()
             out.extras["query_window_scores"] = deltas.float().cpu().numpy()
-        if side in ("neighbour", "both"):
+        if side == "neighbour":
             deltas = ctx.similarities().double()[:, None] - ctx.neighbour_mask_scores(keep, baseline).double()
             out.neighbour_maps = saliency(deltas, occluded, scale=False).float().cpu().numpy()
             out.extras["neighbour_window_scores"] = deltas.float().cpu().numpy()
         return out
-    if side in ("query", "both"):
+    if side == "query":
         if distance == "auto":
             d = similarity_to_distance(ctx.query_mask_scores(keep, baseline).double(), metric)  # (N, K)
             d0 = similarity_to_distance(ctx.similarities().double(), metric)  # (K,)
@@ -141,7 +141,7 @@ def attribute(ctx: PairContext, side: str, window: int | tuple[int, int] | None 
         deltas = (d - d0[None]).clamp_min(0).T  # (K, N)
         out.query_maps = saliency(deltas, occluded).float().cpu().numpy()
         out.extras["query_window_scores"] = deltas.float().cpu().numpy()
-    if side in ("neighbour", "both"):
+    if side == "neighbour":
         if distance == "auto":
             d = similarity_to_distance(ctx.neighbour_mask_scores(keep, baseline).double(), metric)  # (K, N)
             d0 = similarity_to_distance(ctx.similarities().double(), metric)

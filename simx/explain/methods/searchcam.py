@@ -42,11 +42,11 @@ def attribute(ctx: PairContext, side: str) -> MethodOutput:
     if ctx.model.metric == "cosine":
         scale = 1.0 / (eq.norm(dim=1) * en.norm(dim=1))  # (K,)
     out = MethodOutput(params={"metric": ctx.model.metric})
-    if side in ("query", "both"):
+    if side == "query":
         pq = _project(ctx, ctx.query_features)[0]  # (D, h, w)
         n = pq.shape[-1] * pq.shape[-2]
         out.query_feature_maps = (torch.einsum("kd,dhw->khw", en, pq) / n * scale.view(-1, 1, 1)).cpu().numpy()
-    if side in ("neighbour", "both"):
+    if side == "neighbour":
         pn = _project(ctx, ctx.neighbour_features)  # (K, D, h, w)
         n = pn.shape[-1] * pn.shape[-2]
         out.neighbour_feature_maps = (torch.einsum("d,kdhw->khw", eq[0], pn) / n * scale.view(-1, 1, 1)).cpu().numpy()

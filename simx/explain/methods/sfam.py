@@ -116,12 +116,12 @@ def attribute(ctx: PairContext, side: str, variant: str = "share", euclid_import
         m = torch.einsum("kc,kchw->khw", cis, feats.expand(K, -1, -1, -1))
         return m.clamp_min(0) if relu else m
 
-    if side in ("query", "both"):
+    if side == "query":
         cis, bterm = channel_importance(metric, pq_k, pn, eq_k, en, **kw)
         out.query_feature_maps = maps(fq, cis).cpu().numpy()
         out.extras["query_channel_weights"] = cis.cpu().numpy()
         out.extras["query_bias_term"] = bterm.cpu().numpy()
-    if side in ("neighbour", "both"):
+    if side == "neighbour":
         cis, bterm = channel_importance(metric, pn, pq_k, en, eq_k, **kw)
         out.neighbour_feature_maps = maps(fn, cis).cpu().numpy()
         out.extras["neighbour_channel_weights"] = cis.cpu().numpy()
