@@ -250,7 +250,8 @@ def test_deep_link_to_a_page_uses_the_app_navigation(server, browser, tmp_path):
         page.get_by_text("Label confusion").wait_for()
         nav = page.locator("[data-testid='stSidebarNav'] a")
         names = sorted(t.strip().split("\n")[-1].strip() for t in nav.all_inner_texts())  # after the icon
-        assert names == ["Embedding map", "Explore", "Failures", "Labels", "Review queue"], names
+        assert names == ["Compare", "Duplicates", "Embedding map", "Explore", "Failures", "Labels",
+                         "Review queue"], names
         assert "index=tiny" in page.url and page.url.split("?")[0].endswith("/failures")
         page.close()
     finally:
