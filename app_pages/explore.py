@@ -118,8 +118,10 @@ def query_picker() -> None:
                         st.image(t, width="stretch")
                     else:
                         st.caption("(unreadable)")
-                    st.button(ui.plain(it.label or it.id), key=f"pick_{it.id}", on_click=pick_query, args=(it.id,),
-                              help=it.id, width="stretch")
+                    # the label as wrapping text: inside a button a long label would be cut to "a very lon..."
+                    st.caption(ui.labels_text(it) if it.labels else ui.plain(it.id))
+                    st.button("Choose", key=f"pick_{it.id}", on_click=pick_query, args=(it.id,),
+                              help=f"Use {ui.plain(it.id)} as the query", width="stretch")
     with upload_tab:
         from simx.data import MAX_UPLOAD_DECODED_BYTES, load_upload
 

@@ -545,3 +545,23 @@ def test_url_state_k_opacity_point_and_sane_round_trip(indexes):
     run(at)
     assert at.query_params["neighbour"] == other.key[3:]
     assert "point" not in at.query_params and "sane" not in at.query_params
+
+
+def test_long_gallery_labels_are_shown_whole(tmp_path, monkeypatch):
+    """A gallery label longer than its grid cell wraps as text under the picture (a button would cut it to
+    "a very lon..."); the button only picks."""
+    from simx.index import build_index
+    from tests.app.conftest import TOY
+
+    long = "a very long label name that goes on and on for many characters indeed"
+    for i, label in enumerate((long, "short")):
+        (tmp_path / "g" / label).mkdir(parents=True)
+        for j in range(3):
+            Image.fromarray(np.full((32, 32, 3), 40 * (i + 1) + 10 * j, np.uint8)).save(
+                tmp_path / "g" / label / f"x{j}.png")
+    build_index(tmp_path / "g", "tiny", model=TOY, root=tmp_path / "idx", workers=0, progress=False)
+    monkeypatch.setenv("SIMX_INDEXES", str(tmp_path / "idx"))
+    at = run(app(index="tiny"))
+    assert texts(at.caption).count(long) == 3
+    picks = [b for b in at.button if b.key and b.key.startswith("pick_")]
+    assert len(picks) == 6 and {b.label for b in picks} == {"Choose"}
