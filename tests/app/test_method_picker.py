@@ -100,3 +100,44 @@ def test_an_explain_error_in_the_worker_is_shown_as_its_message(indexes, monkeyp
     at = run(app(index="tiny", query=QUERY, neighbour=nid, methods="gradcam"))
     errors = texts(at.error)
     assert "gradcam: gradcam needs n_samples >= 2, got 1" in errors and "unexpected error" not in errors
+
+
+def test_an_interrupted_run_cancels_its_work(indexes, monkeypatch):
+    """Cancel (or any other click) interrupts the script run while it draws the progress bar; the interrupted run
+    must stop the worker's passes through simx's CancelToken rather than leave them running."""
+    import threading
+    import time
+
+    import streamlit
+
+    from simx.explain import progress as progress_mod
+
+    tokens = []
+
+    class RecordingToken(progress_mod.CancelToken):
+        def __init__(self):
+            super().__init__()
+            tokens.append(self)
+
+    class Interrupted(Exception):
+        pass
+
+    class Bar:
+        def progress(self, *args, **kwargs):
+            raise Interrupted("the script run was interrupted")  # what Streamlit raises when a rerun is requested
+
+        def empty(self):
+            pass
+
+    monkeypatch.setenv("SIMX_CONFIRM_ABOVE_S", "1e9")  # no Run button: start at once
+    monkeypatch.setattr(progress_mod, "CancelToken", RecordingToken)
+    monkeypatch.setattr(streamlit, "progress", lambda *a, **k: Bar())
+    nid = first_neighbour(indexes)
+    at = app(index="tiny", query=QUERY, neighbour=nid, methods="rise")
+    at.run()
+    assert tokens and tokens[0].cancelled  # the rise row (the joint view after it finishes in time)
+    t0 = time.perf_counter()
+    for thread in [t for t in threading.enumerate() if t.name == "simx-explain"]:
+        thread.join(30)
+    assert time.perf_counter() - t0 < 30 and not [t for t in threading.enumerate() if t.name == "simx-explain"]
+    assert "rise: query" not in image_captions(at)
