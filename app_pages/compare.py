@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages import _common as ui
+from simx.diff import comparable_indexes, summary_rows
 from simx.errors import SimxError
 
 HOW_TO_GET_B = (
@@ -80,12 +81,10 @@ def neighbour_column(index, title: str, ids: list[str], marked: set[str], mark: 
 st.title("Compare models")
 name_a, index_a = ui.current_index()
 root = str(ui.index_root())
-others = [e["name"] for e in ui.list_indexes() if e.get("ok", True) and e["name"] != name_a]
+others = comparable_indexes(index_a, root)  # same gallery source first; no model is loaded for the list
 if not others:
     st.info(HOW_TO_GET_B.format(a=name_a), icon=":material/info:")
     st.stop()
-source_a = index_a.meta.get("source")
-others.sort(key=lambda n: (ui.get_index(n).meta.get("source") != source_a, n))
 wanted = ui.qp("b")
 if st.session_state.get("cmp_b") not in others or (wanted in others and st.session_state.get("cmp_b") != wanted):
     st.session_state["cmp_b"] = wanted if wanted in others else others[0]
@@ -110,8 +109,6 @@ for note in diff.notes:
     st.caption(ui.plain(note))
 
 # ------------------------------------------------------------------------------------------------ summary
-from simx.diff import summary_rows  # noqa: E402
-
 st.subheader("Summary")
 left, right = st.columns([2, 3])
 left.dataframe([{"measure": r[0], "A": r[1], "B": r[2], "change": r[3]} for r in summary_rows(diff)],

@@ -7,9 +7,9 @@ dashboard's Compare page).
 >>> d.overall, d.worst(10), d.pairs
 """
 
-from .core import (DiffError, IndexDiff, check_same_gallery, compare_indexes, exact_ranks, explain_both,
+from .core import (DiffError, IndexDiff, check_same_gallery, comparable_indexes, compare_indexes, exact_ranks, explain_both,
                    label_stores, neighbour_lists, pair_pictures)
 from .html import delta_figure, diff_report_html, summary_rows
 
-__all__ = ["compare_indexes", "IndexDiff", "DiffError", "check_same_gallery", "exact_ranks", "neighbour_lists",
+__all__ = ["compare_indexes", "IndexDiff", "DiffError", "check_same_gallery", "comparable_indexes", "exact_ranks", "neighbour_lists",
            "explain_both", "pair_pictures", "label_stores", "diff_report_html", "delta_figure", "summary_rows"]

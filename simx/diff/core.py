@@ -220,6 +220,27 @@ def _relabelled(a, b) -> list[str]:
     return sorted(it.id for it in a.items if item_labels(it) != item_labels(b.item(it.id)))
 
 
+def comparable_indexes(index, root=None) -> list[str]:
+    """Names of the other readable indexes under ``root``, those built from the same source as ``index`` first
+    (read from their ``meta.json`` only: no model is loaded)."""
+    from pathlib import Path
+
+    from ..index import list_indexes
+    from ..index.layout import read_meta
+
+    source = index.meta.get("source")
+    ranked = []
+    for entry in list_indexes(root):
+        if not entry.get("ok") or entry["name"] == index.name:
+            continue
+        try:
+            same = read_meta(Path(entry["path"])).get("source") == source
+        except SimxError:
+            continue
+        ranked.append((not same, entry["name"]))
+    return [name for _, name in sorted(ranked)]
+
+
 def label_stores(a, b) -> list[Any]:
     """The label stores of both indexes (one when ``$SIMX_LABELS_URL`` names a shared database)."""
     from ..labels import default_url, open_labels

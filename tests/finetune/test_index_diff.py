@@ -161,3 +161,10 @@ def test_explanations_of_one_pair_under_both_models(root):
     pics = pair_pictures(ea, eb)
     assert pics["a"]["query"].shape == pics["b"]["neighbour"].shape == (64, 64, 3)
     assert pics["legend"].ndim == 3 and "one scale" in pics["note"]
+
+
+def test_comparable_indexes_put_the_same_gallery_first(root):
+    from simx.diff import comparable_indexes
+    from simx.index import open_index
+
+    assert comparable_indexes(open_index("tiny", root=root), root) == ["tiny-b", "part"]
