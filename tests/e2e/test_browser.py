@@ -174,7 +174,14 @@ def test_browser_walkthrough(server, browser):
         page.locator(".st-key-dl_html button").click()
     html = Path(dl.value.path()).read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") >= 4 and neighbour in html and "bad" in html
-    # the back button returns to the query without the pair, forward reopens the pair
+    # Back walks the URL's history: the clicked point (in the URL), the pair before the click, the query alone;
+    # Forward reopens the pair
+    page.go_back()
+    page.wait_for_function("() => new URL(location.href).searchParams.get('point') !== null")
+    page.get_by_text("Heat map on the neighbour").wait_for()
+    assert "query point (" in page.get_by_text("Heat map on the neighbour").inner_text()
+    page.go_back()
+    page.wait_for_function("() => new URL(location.href).searchParams.get('point') === null")
     page.go_back()
     page.get_by_text("Open a neighbour to see why it matches.").wait_for()
     assert "neighbour=" not in page.url and "query=" in page.url
