@@ -139,6 +139,7 @@ def forward_ms(model, image, batch: int = 21, repeats: int = 3) -> float:
 def markdown(res: dict) -> str:
     from simx.explain.metrics import ESTIMATE_STEPS, RANDOM_MARGIN
 
+    first = next(iter(res["methods"].values()))
     lines = [f"Machine: {res['machine']}; load average before / after: {res['load_before']} / {res['load_after']} "
              "(the machine is shared: figures on a loaded CPU are upper bounds).",
              f"Default model (EfficientNet-Lite0, 224 px, fit=pad so the fill is white), {res['pairs']} procedural "
@@ -146,7 +147,7 @@ def markdown(res: dict) -> str:
              "cached as after the dashboard's prefetch. Estimate = insertion/deletion at "
              f"{ESTIMATE_STEPS} steps, both maps in one batched harness. Medians over the pairs. A batched forward "
              f"cost {res['forward_ms']:.1f} ms per image in this run (best of 3, batch 21), so the estimate's "
-             f"forwards alone take about {res['methods']['gradcam']['forwards'] * res['forward_ms'] / 1000:.2f} s "
+             f"forwards alone take about {first['forwards'] * res['forward_ms'] / 1000:.2f} s "
              "here; on the idle machine a forward costs 12.1 ms per image (section 'Explanations (issue 4)').", "",
              "| method | map (s) | estimate (s) | estimate forwards | first map + estimate (s) | worst pair (s) | "
              "target | maps flagged 'no better than random' |",
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--agreement-pairs", type=int, default=4, help="pairs for the estimate-vs-full comparison")
     ap.add_argument("--rise-samples", type=int, default=None,
                     help="RISE masks (default: the method's own, as the dashboard runs it)")
+    ap.add_argument("--methods", default=",".join(GRADIENT + PERTURBATION), help="comma-separated methods")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args(argv)
@@ -202,10 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     pairs = nearest_pairs(model, pairs_of(args.pairs), args.pairs)
     from simx.explain import explain
 
-    explain(model, *pairs[0][:1], [pairs[0][1]], method="gradcam")  # first call pays the lazy set-up
-    res = {"pairs": args.pairs, "methods": {}, "forward_ms": forward_ms(model, pairs[0][0]), "machine": f"{platform.processor() or platform.machine()}, "
-           f"{os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads"}
-    for m in GRADIENT + PERTURBATION:
+    explain(model, pairs[0][0], [pairs[0][1]], method="gradcam")  # the first call pays the lazy set-up
+    res = {"pairs": args.pairs, "methods": {}, "forward_ms": forward_ms(model, pairs[0][0]),
+           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+                      f"{torch.__version__}, {args.threads} threads"}
+    for m in [m.strip() for m in args.methods.split(",") if m.strip()]:
         params = {"n_samples": args.rise_samples} if (m == "rise" and args.rise_samples) else {}
         use = pairs if m in GRADIENT else pairs[: args.slow_pairs]
         r = first_map(model, use, m, params)
