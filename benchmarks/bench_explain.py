@@ -613,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
                     help="time the peer libraries too (off: cost and floor ratios only)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--size", type=int, default=None, metavar="PX", help="input size (default: the model's)")
     ap.add_argument("--batch-sizes", default=None, metavar="B,B",
                     help="batch sizes tried for the perturbation forwards (default: 16,25,32,50)")
     ap.add_argument("--merge-models", action="store_true",
@@ -669,6 +670,11 @@ def main(argv: list[str] | None = None) -> int:
     t_all = now()
     for dev in devices:
         model = load_model(args.model, device=dev)
+        if args.size and model.input_size[0] != args.size:
+            import dataclasses
+
+            model = load_model(args.model, device=dev,
+                               preprocessing=dataclasses.replace(model.preprocessing, size=args.size))
         res["layer"] = model.layer
         res["model_desc"] = args.model_desc or f"`{args.model}`"
         res["size"] = model.input_size[0]
