@@ -26,7 +26,7 @@ def text_box() -> None:
     """The text query input (a tab of the query picker)."""
     with st.form("text_query_form", border=False):
         text = st.text_input("Describe what you are looking for", value=ui.qp("text") or "", key="text_query",
-                             placeholder="a red double-decker bus")
+                             help="For example: a red double-decker bus")
         if st.form_submit_button("Search by text", icon=":material/text_fields:"):
             ui.set_qp(text=text.strip() or None, query=None, neighbour=None)
             st.rerun()
