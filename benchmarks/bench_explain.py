@@ -78,8 +78,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {"rise": {"n_samples": 200}, "kernelshap": {"n_samples": 100}, "lime": {"n_samples": 100},
               "sbsm": {}},
     # cost only, for big models on a loaded CPU (the ratio to the floor hardly depends on the sample count)
-    "tiny": {"rise": {"n_samples": 8}, "kernelshap": {"n_samples": 12, "segmentation": "slic:n=8"},
-             "lime": {"n_samples": 12, "segmentation": "slic:n=8"}, "sbsm": {"window": 112, "stride": 112}},
+    "tiny": {"rise": {"n_samples": 8}, "kernelshap": {"n_samples": 4, "segmentation": "slic:n=8"},
+             "lime": {"n_samples": 4, "segmentation": "slic:n=8"}, "sbsm": {"window": 112, "stride": 112}},
 }
 BATCH_SIZES = (16, 25, 32, 50)
 SECTION = "## Explanations (issue 4)"
