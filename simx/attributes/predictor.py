@@ -273,6 +273,12 @@ class ImageNetAttributes:
         if not isinstance(classifier, nn.Linear) or weight is None or weight.shape[0] != 1000:
             raise PredictorError(f"model {model.spec!r}: its classifier is not a 1000-class linear layer, so class "
                                  "activation maps cannot be formed; train an attribute predictor instead")
+        if hasattr(model, "layout") and model.linear_head() is None:
+            # a transformer whose classifier reads a class token or an attention pool: w . F over patch tokens is
+            # no class activation map (its mean is not the logit)
+            raise PredictorError(f"model {model.spec!r}: its classifier does not read the mean of the explained "
+                                 f"patch tokens (layer {model.layer!r}), so class activation maps cannot be formed; "
+                                 "train an attribute predictor with `simx attributes train INDEX`")
         if getattr(model, "_linear_pool", None) != "avg":
             # the classifier reads the pooled last map; CAMs need that pooling to be a plain average
             pool = getattr(model, "_pool_fn", None)

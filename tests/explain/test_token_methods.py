@@ -163,3 +163,13 @@ def test_text_query_neighbours_explained_on_the_image_side(images):
         explain_text(model, "a bus", images, method="jointsbsm")
     with pytest.raises(ExplainError, match="no text tower"):
         explain_text(toy.tiny_vit_token(), "a bus", images)
+
+
+def test_sane_refuses_imagenet_cams_on_a_class_token_vit(images):
+    from simx.models import load_model
+
+    model = load_model("timm:vit_tiny_patch16_224", device="cpu", cache=False)  # random, keeps a 1000-class head
+    assert model.num_prefix_tokens == 1 and model._classifier is not None
+    x = torch.nn.functional.interpolate(torch.stack(images), size=224)
+    with pytest.raises(ExplainError, match="class activation maps cannot be formed"):
+        explain(model, x[0], [x[1]], method="sane")
