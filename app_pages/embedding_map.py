@@ -27,7 +27,10 @@ if colour_by == "correctness":
         st.caption(f"Green: the first neighbour is right (relevant = {overall['relevance']}); red: it is wrong; "
                    "grey: not a query.")
 
-st.caption(f"{len(df)} images, {method.upper()} projection (computed once, stored beside the index). Click a point "
+n_total = int(df.attrs.get("n_total", len(df)))
+shown = (f"{len(df)} images" if n_total == len(df)
+         else f"a sample of {len(df):,} of the {n_total:,} images, stratified by label,")
+st.caption(f"{shown} {method.upper()} projection (computed once, stored beside the index). Click a point "
            "to make it the query; pick the lasso or box tool in the chart's toolbar to see thumbnails.")
 fig = map_figure(df, colour_by, per_query, item_labels={it.id: it.labels for it in index.items})
 event = st.plotly_chart(fig, key="embedding_map", on_select="rerun", selection_mode=("points", "box", "lasso"))

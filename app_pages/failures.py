@@ -10,6 +10,9 @@ from app_pages._contrast import failure_link
 from simx.errors import SimxError
 from simx.index.evaluation import label_confusion
 
+#: Queries per page of the failure table.
+TABLE_ROWS = 1000
+
 st.title("Failures")
 name, index = ui.current_index()  # opened by app.py
 
@@ -49,12 +52,19 @@ if chosen:
 table = table[table["ap"] <= max_ap + 1e-9]
 if only_p1:
     table = table[table["p1"] < 1]
+# server-side pages: a 1M index's sampled evaluation has 20k queries; the browser gets one page of them
+n_match = len(table)
+n_pages = max(1, -(-n_match // TABLE_ROWS))
+page = st.number_input(f"Page (of {n_pages}, {TABLE_ROWS} queries each)", 1, n_pages, 1,
+                       key="fail_page") if n_pages > 1 else 1
+table = table.iloc[(page - 1) * TABLE_ROWS : page * TABLE_ROWS]
 table = table.assign(labels=[" | ".join(labs) for labs in table["labels"]],
                      bad_labels=[bad_counts.get(i, 0) for i in table["id"]],
                      neighbours=[", ".join(f"{'✓' if ok else '✗'} {n}" for n, ok in zip(list(nbs)[:5], list(rel)))
                                  for nbs, rel in zip(table["neighbours"], table["relevant"])])
 table = table.drop(columns=["label", "relevant"])
-st.caption(f"{len(table)} of {len(per_query)} queries, worst average precision first. Click a row, then open it.")
+sample = (f" (a seeded sample of the {overall['n_eligible']:,} queries)" if overall.get("sampled") else "")
+st.caption(f"{n_match} of {len(per_query)} queries{sample}, worst average precision first. Click a row, then open it.")
 event = st.dataframe(
     table, key="fail_table", on_select="rerun", selection_mode="single-row", hide_index=True,
     column_config={

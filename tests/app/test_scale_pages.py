@@ -1,0 +1,97 @@
+"""The dashboard on an index of 200k synthetic vectors (issue 16): the embedding map draws a stratified sample
+and the Failures page one page of a sampled evaluation, so neither sends the index to the browser."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.app.conftest import APP
+
+AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
+
+N = 200_000
+LABELS = 40
+
+
+@pytest.fixture(scope="module")
+def big_root(index_root, tmp_path_factory):
+    """A 200k-item index with the tiny index's model record: 12-d clustered vectors, 40 labels, no image files."""
+    import faiss
+
+    from simx.data import Item
+    from simx.index.build import _write_folder
+
+    root = tmp_path_factory.mktemp("big") / "indexes"
+    folder = root / "big"
+    folder.mkdir(parents=True)
+    meta = json.loads((index_root / "tiny" / "meta.json").read_text())
+    rng = np.random.default_rng(0)
+    lab = rng.integers(0, LABELS, N)
+    vecs = rng.normal(size=(LABELS, 12))[lab] + 0.8 * rng.normal(size=(N, 12))
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    np.save(folder / "embeddings.npy", vecs)
+    flat = faiss.IndexFlatIP(12)
+    flat.add(vecs)
+    items = [Item(id=f"img{i:06d}", path=f"/nowhere/img{i:06d}.png", label=f"class{lab[i]:02d}") for i in range(N)]
+    _write_folder(folder, flat, items, [None] * N)
+    meta.update(name="big", counts={"images": N, "embedded": N, "skipped": 0}, skipped=[])
+    meta["faiss"].update(ntotal=N)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.fixture()
+def big(big_root, tmp_path, monkeypatch):
+    root = tmp_path / "indexes"
+    shutil.copytree(big_root, root)
+    monkeypatch.setenv("SIMX_INDEXES", str(root))
+    monkeypatch.delenv("SIMX_LABELS_URL", raising=False)
+    monkeypatch.setenv("SIMX_USER", "tester")
+    import simx.projection
+
+    monkeypatch.setattr(simx.projection, "MAP_POINTS", 4000)  # UMAP of 20k points is a minute: keep the test lean
+    return root
+
+
+def _run(at):
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _payload(at) -> int:
+    """Bytes of every element the run sends to the browser."""
+    total = 0
+    stack = [at._tree]
+    while stack:
+        node = stack.pop()
+        proto = getattr(node, "proto", None)
+        if proto is not None and hasattr(proto, "ByteSize"):
+            total += proto.ByteSize()
+        children = getattr(node, "children", {})
+        stack.extend(children.values() if isinstance(children, dict) else children)
+    return total
+
+
+def test_map_and_failures_at_200k_send_a_sample(big):
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.query_params["index"] = "big"
+    _run(at)
+    at.switch_page("app_pages/embedding_map.py")
+    _run(at)
+    chart = at.get("plotly_chart")[0].proto
+    spec = json.loads(chart.spec)
+    assert sum(len(t["x"]) for t in spec["data"]) == 4000  # the stratified sample, every label in it
+    assert {t["type"] for t in spec["data"]} == {"scattergl"}
+    assert any("a sample of 4,000 of the 200,000 images" in c.value for c in at.caption)
+    assert _payload(at) < 1_500_000  # all 200k points would be ~10 MB of JSON
+
+    at.switch_page("app_pages/failures.py")
+    _run(at)
+    assert len(at.dataframe[0].value) == 1000  # one server-side page of the 20k sampled queries
+    assert any("a seeded sample of the 200,000 queries" in c.value for c in at.caption)
+    assert _payload(at) < 1_500_000
