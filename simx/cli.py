@@ -440,6 +440,8 @@ FEATURE_COMMANDS: list[tuple[str, str, str]] = [
     ("diff", "simx.diff.cli",
      "compare two indexes of one gallery (e.g. before/after simx train): per-query metric changes, "
      "neighbours that entered/left, labelled pairs fixed or regressed"),
+    ("explain-batch", "simx.explain.batch_cli",
+     "precompute explanation maps and faithfulness of the worst queries' top neighbours, stored beside the index"),
     ("duplicates", "simx.index.duplicates_cli",
      "near-duplicate groups in an index, or items leaked into another index (--across), by FAISS range search"),
 ]

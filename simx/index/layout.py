@@ -157,7 +157,7 @@ def _exchange(a: Path, b: Path) -> bool:
 
 #: Files an index build writes or derives from its own embeddings: never carried into a rebuilt folder.
 _OWN_RE = re.compile(r"^(meta\.json|index\.faiss|embeddings\.npy|manifest\.parquet|eval_k\d+_\w+\.parquet"
-                     r"|duplicates(_across_.+)?_t[-0-9.]+\.parquet)$")
+                     r"|duplicates(_across_.+)?_t[-0-9.]+\.parquet|explanations)$")
 
 
 def _link_or_copy(src: str, dst: str) -> None:

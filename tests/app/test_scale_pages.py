@@ -53,7 +53,9 @@ def big(big_root, tmp_path, monkeypatch):
     monkeypatch.setenv("SIMX_USER", "tester")
     import simx.projection
 
-    monkeypatch.setattr(simx.projection, "MAP_POINTS", 4000)  # UMAP of 20k points is a minute: keep the test lean
+    # keep the test lean: a 4,000-point sample projected by PCA (UMAP's first call compiles with numba for ~30 s)
+    monkeypatch.setattr(simx.projection, "MAP_POINTS", 4000)
+    monkeypatch.setattr(simx.projection, "umap_available", lambda: False)
     return root
 
 
