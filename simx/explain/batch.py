@@ -59,6 +59,7 @@ def explain_worst(index: Any, worst: int = 500, top: int = 8, method: str = "sbs
 
     from ..index.evaluation import evaluate
     from . import explain
+    from .metrics import faithfulness as faithfulness_of
 
     if worst < 1 or top < 1:
         raise SimxError(f"--worst and --top must be at least 1, got {worst} and {top}")
@@ -78,7 +79,7 @@ def explain_worst(index: Any, worst: int = 500, top: int = 8, method: str = "sbs
         exp = explain(model, index.item(qid).path, [index.item(n).path for n in nbs], method=method, side=side,
                       seed=seed, **params)
         effective = effective or {k_: v for k_, v in exp.params.items()}
-        scores = exp.faithfulness() if faithfulness else {}
+        scores = faithfulness_of(exp, model) if faithfulness else {}
         qm, nm = _shrink(exp.query_maps), _shrink(exp.neighbour_maps)
         for r, nid in enumerate(nbs):
             row = {"query": qid, "neighbour": nid, "rank": r + 1, "similarity": float(exp.similarities[r]),

@@ -10,6 +10,7 @@ import numpy as np
 from simx.cli import main
 from simx.explain import explain
 from simx.explain.batch import MAP_SIZE, list_precomputed, load_precomputed
+from simx.explain.metrics import faithfulness
 from simx.index import build_index, evaluate, open_index
 from tests.index.conftest import TINY, make_gallery
 
@@ -39,7 +40,7 @@ def test_explain_batch_stores_maps_faithfulness_and_parameters(tmp_path, capsys)
     ref = ref.reshape(MAP_SIZE, ref.shape[0] // MAP_SIZE, MAP_SIZE, ref.shape[1] // MAP_SIZE).mean(axis=(1, 3))
     np.testing.assert_allclose(got["query_map"], ref, rtol=2e-2, atol=2e-3 * float(np.abs(ref).max()))
     assert got["pair"]["similarity"] == float(live.similarities[0])
-    scores = live.faithfulness()
+    scores = faithfulness(live, index.model)
     assert got["pair"]["query_insertion"] == scores["query"]["insertion"][0]
     assert got["pair"]["neighbour_deletion"] == scores["neighbour"]["deletion"][0]
     # other parameters or another method: nothing stored for them
