@@ -149,7 +149,7 @@ def fit_factory(factory: str, n: int) -> tuple[str, list[str]]:
 def default_search_params(factory: str) -> str:
     """Search-time FAISS parameters stored in meta.json (``faiss.ParameterSpace`` syntax).
 
-    IVF: ``nprobe`` = 1/8 of the lists, between 1 and 64 (a quarter of the lists for IVF-HNSW); HNSW:
+    IVF: ``nprobe`` = 1/8 of the lists, between 1 and 64 (a quarter of the lists, at most 128, for IVF-HNSW); HNSW:
     ``efSearch=128``. Chosen from the recall/latency
     sweep in ``benchmarks/bench_index.py`` (docs/benchmarks.md).
     """
@@ -159,10 +159,11 @@ def default_search_params(factory: str) -> str:
         nlist = int(m.group(1))
         nprobe = min(nlist, max(1, min(64, nlist // 8)))
         if re.search(r"IVF\d+_HNSW", factory):
-            # IVF-HNSW (what --factory auto picks): on clustered 1280-d vectors recall@10 reached 0.97 only at a
-            # quarter of the lists (100k, 512 lists: 0.88 at nprobe 64, 0.97 at 128; docs/benchmarks.md, issue 16),
-            # and the HNSW coarse quantiser must find those nprobe nearest lists
-            nprobe = max(1, nlist // 4)
+            # IVF-HNSW (what --factory auto picks), clustered 1280-d vectors with exact re-scoring: at 100k (512
+            # lists) recall@10 0.88 at nprobe 64 and 0.97 at 128; at 1M (2048 lists) 0.989 already at 128, with
+            # p50 6.7 ms against 10 ms at 512 (docs/benchmarks.md, issue 16). The HNSW coarse quantiser must
+            # find those nprobe nearest lists.
+            nprobe = max(1, min(nlist // 4, 128))
             params.append(f"nprobe={nprobe}")
             params.append(f"quantizer_efSearch={max(64, 2 * nprobe)}")
         else:
