@@ -105,4 +105,4 @@ def text_page(name: str, index, text: str, k: int, present: bool) -> None:
                     st.button("Full insertion / deletion curve", key=f"btn_{fkey}",
                               on_click=st.session_state.__setitem__, args=(fkey, True),
                               help="Faithfulness of this map against the text embedding at 101 steps (the map "
-                                   "shows a 21-step estimate)")
+                                   "shows an 11-step estimate)")

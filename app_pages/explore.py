@@ -173,7 +173,7 @@ def curves(query: str, neighbour: str, m: str, f: dict | None) -> None:
     if f is None:
         if not present:
             st.button("Full insertion / deletion curves", key=f"btn_{fkey}", on_click=st.session_state.__setitem__,
-                      args=(fkey, True), help="Faithfulness at 101 steps (the maps show a 21-step estimate)")
+                      args=(fkey, True), help="Faithfulness at 101 steps (the maps show an 11-step estimate)")
         return
     st.caption(f["direction"])
     for side in ("query", "neighbour"):

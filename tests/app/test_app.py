@@ -8,6 +8,8 @@ from urllib.parse import parse_qs
 
 import numpy as np
 import pytest
+
+from simx.explain.metrics import ESTIMATE_STEPS
 from PIL import Image
 
 from tests.app.conftest import APP
@@ -151,7 +153,7 @@ def test_faithfulness_beside_every_map_and_full_curves_on_demand(indexes):
     nid = first_neighbour(indexes)
     at = run(app(index="tiny", query=QUERY, neighbour=nid, methods="searchcam,gradcam"))
     cap = texts(at.caption)
-    assert cap.count("(higher is better)") == 4 and "estimate, 21 steps" in cap  # 2 methods x 2 sides
+    assert cap.count("(higher is better)") == 4 and f"estimate, {ESTIMATE_STEPS} steps" in cap  # 2 methods x 2 sides
     assert "query: insertion" not in cap
     at.button(key=f"btn_faith_{QUERY}|{nid}_searchcam").click()
     run(at)

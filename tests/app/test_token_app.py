@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from simx.explain.metrics import ESTIMATE_STEPS
+
 from tests.app.conftest import APP, make_gallery
 from tests.app.test_app import image_captions, run, texts
 
@@ -66,7 +68,7 @@ def test_text_query_box_neighbours_and_image_side_maps(env):
     assert at.query_params["neighbour"] == hits[0].id
     assert "gradcam: neighbour vs text" in image_captions(at)
     assert "a red square" in texts(at.text)
-    assert "estimate, 21 steps" in texts(at.caption) and "higher is better" in texts(at.caption)
+    assert f"estimate, {ESTIMATE_STEPS} steps" in texts(at.caption) and "higher is better" in texts(at.caption)
     at.button(key=f"btn_tfaith_{hits[0].id}_gradcam").click()
     run(at)
     assert "101 steps" in texts(at.caption) and not at.error  # the full curve, scored against the text

@@ -178,7 +178,7 @@ def test_all_files_bad_is_a_clear_error(tmp_path, root, capsys):
     (folder / "b.png").write_bytes(b"")
     code = main(["index", "build", str(folder), "--name", "x", "--model", TINY, "--root", str(root),
                  "--workers", "0"])
-    assert code == 2
+    assert code == 1  # a runtime error (bad data), not a usage error
     err = capsys.readouterr().err
     assert err.startswith("error: no image of ") and "2 skipped" in err and "Traceback" not in err
     assert not (root / "x").exists() and list(root.iterdir()) == []
