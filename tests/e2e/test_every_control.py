@@ -134,6 +134,19 @@ def shown_picks(page) -> set[str]:
     return {c.split("st-key-pick_")[1].split()[0] for c in classes}
 
 
+def until_shown(page, read, expected, timeout_s: float = 60.0):
+    """Poll ``read(page)`` until it equals ``expected`` (a rerun replaces the previous run's elements a moment
+    after its own text is drawn); the last value read is returned for the assertion."""
+    import time
+
+    deadline = time.time() + timeout_s
+    got = read(page)
+    while got != expected and time.time() < deadline:
+        page.wait_for_timeout(250)
+        got = read(page)
+    return got
+
+
 def shown_neighbours(page) -> list[str]:
     classes = page.locator("[data-stale='false'][class*='st-key-nb_']").evaluate_all("els => els.map(e => e.className)")
     return list(dict.fromkeys(c.split("st-key-nb_")[1].split()[0] for c in classes))  # one per button, in order
@@ -161,25 +174,25 @@ def test_gallery_filter_search_paging_next_failure_random_k_and_index_switch(ser
     settled(page)
     # paging: 40 images, 24 a page
     wait_text(page, f"Page (of 2, {len(items)} images)")
-    assert shown_picks(page) == {it.id for it in items[:24]}
+    assert until_shown(page, shown_picks, {it.id for it in items[:24]}) == {it.id for it in items[:24]}
     type_into(page, "gallery_page", "2")
     page.locator(f".st-key-pick_{items[30].id}").wait_for()
-    assert shown_picks(page) == {it.id for it in items[24:]}
+    assert until_shown(page, shown_picks, {it.id for it in items[24:]}) == {it.id for it in items[24:]}
     # the label filter: only images carrying the label
     label = "town"
     choose(page, "flt_labels", label)
     want = {it.id for it in items if label in it.labels}
     assert 0 < len(want) <= 24
     wait_text(page, f"{len(want)} images")
-    assert shown_picks(page) == want
+    assert until_shown(page, shown_picks, want) == want
     # text search on top of it: ids, labels, descriptions
     target = sorted(want)[0]
     type_into(page, "flt_text", target)
     wait_text(page, "1 images")
-    assert shown_picks(page) == {target}
+    assert until_shown(page, shown_picks, {target}) == {target}
     type_into(page, "flt_text", "no-such-thing-anywhere")
     wait_text(page, "0 images")
-    assert shown_picks(page) == set()
+    assert until_shown(page, shown_picks, set()) == set()
     # Next failure: the worst failing query, then the one after it
     per_query = evaluate(idx, k=10).per_query
     first = next_failure(per_query, None)
@@ -201,12 +214,14 @@ def test_gallery_filter_search_paging_next_failure_random_k_and_index_switch(ser
     assert query in idx.ids
     page.get_by_text("Top 10 neighbours").wait_for()
     settled(page)
-    assert shown_neighbours(page) == [h.id for h in idx.search_id(query, k=10)]
+    top = [h.id for h in idx.search_id(query, k=10)]
+    assert until_shown(page, shown_neighbours, top) == top
     # the k slider: fewer neighbours, the index's own top k, in the URL
     slide(page, "k_pick", 3)
     wait_param(page, "k", "7")
     page.get_by_text("Top 7 neighbours").wait_for()
-    assert shown_neighbours(page) == [h.id for h in idx.search_id(query, k=7)]
+    top = [h.id for h in idx.search_id(query, k=7)]
+    assert until_shown(page, shown_neighbours, top) == top
     shot(page, "gallery_k")
     # switching indexes: the query goes, the other gallery shows
     choose(page, "index_pick", "tiny")
@@ -215,6 +230,60 @@ def test_gallery_filter_search_paging_next_failure_random_k_and_index_switch(ser
     tiny = index(server, "tiny")
     wait_text(page, f"{len(tiny)} images")
     open_picker(page)
-    assert shown_picks(page) == {re.sub(r"[^A-Za-z0-9_-]", "-", it.id) for it in tiny.items}  # Streamlit's classes
+    ids = {re.sub(r"[^A-Za-z0-9_-]", "-", it.id) for it in tiny.items}  # as Streamlit writes them in classes
+    assert until_shown(page, shown_picks, ids) == ids
     status = page.locator("[data-testid='stSidebar']").inner_text()
     assert f"{len(tiny)} images · model python:simx.models.toy:tiny_linear" in status, status
+
+
+# ------------------------------------------------------------------------------------------------ pair view
+
+
+def test_joint_selector_clear_point_and_presentation_mode(server, page):
+    idx = index(server)
+    query = "scene_0003"
+    neighbour = idx.search_id(query, k=1)[0].id
+    page.goto(server["url"] + f"/?index={INDEX}&query={query}&neighbour={neighbour}")
+    maps = page.locator("[data-testid='stImage']").filter(has_text="gradcam: neighbour")
+    maps.first.wait_for(state="visible")
+    # the joint view: a click projects a point, Clear point removes it
+    page.get_by_text("Click a point (or drag a box)").wait_for()
+    settled(page)
+    click_joint_point(page, 20)
+    caption = page.get_by_text("Heat map on the neighbour")
+    caption.wait_for()
+    assert "under jointcam" in caption.inner_text()
+    x = page.locator(".st-key-joint_x input").input_value()
+    assert x != ""
+    page.locator(".st-key-joint_clear button").click()
+    page.get_by_text("Click a point (or drag a box)").wait_for()
+    settled(page)
+    assert page.locator(".st-key-joint_x input").input_value() == ""
+    assert page.get_by_text("Heat map on the neighbour").count() == 0
+    # the joint-method selector: another method draws the chart, and the URL remembers it
+    choose(page, "joint_method", "jointhessian")
+    wait_param(page, "joint", "jointhessian")
+    run = page.locator("button", has_text="Run jointhessian")
+    page.wait_for_function("() => document.body.innerText.includes('Click a point (or drag a box)') || "
+                           "document.body.innerText.includes('Run jointhessian')")
+    if run.count():
+        run.click()
+    page.get_by_text("Click a point (or drag a box)").wait_for()
+    settled(page)
+    click_joint_point(page, 20)
+    page.get_by_text("under jointhessian").wait_for()
+    # presentation mode: no controls, no sidebar, the maps stay; the link shares it; Exit brings them back
+    page.locator("[data-testid='stSidebar'] button", has_text="Presentation mode").first.click()
+    wait_param(page, "present", "1")
+    page.get_by_text(f"simx · {INDEX}").wait_for()
+    maps.first.wait_for(state="visible")
+    settled(page)
+    assert not page.locator("[data-testid='stSidebar']").is_visible()
+    assert page.get_by_text("Label this pair").count() == 0
+    assert page.locator(".st-key-joint_clear button").is_disabled()
+    assert page.locator("[class*='st-key-nb_']").count() == 0
+    shot(page, "presentation")
+    page.locator("button", has_text="Exit presentation").first.click()
+    wait_param(page, "present", None)
+    page.get_by_text("Label this pair").wait_for()
+    assert page.locator("[data-testid='stSidebar']").is_visible()
