@@ -127,8 +127,9 @@ def query_picker() -> None:
 
         # any file type is taken and checked here, so that a refusal (SVG, too large) is a message in the page
         up = st.file_uploader("Query image (kept in memory, never added to the gallery)", key="upload")
-        st.caption(f"PNG, JPEG, WebP, BMP, GIF or TIFF, up to {MAX_UPLOAD_DECODED_BYTES // 2**20} MB once decoded "
-                   "(about 30 megapixels of colour).")
+        st.caption(f"PNG, JPEG, WebP, BMP, GIF or TIFF: files up to {st.get_option('server.maxUploadSize')} MB "
+                   f"(larger ones are refused by the upload box itself), images up to "
+                   f"{MAX_UPLOAD_DECODED_BYTES // 2**20} MB once decoded (about 30 megapixels of colour).")
         if up is not None:
             data = up.getvalue()
             try:
