@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import sqlite3
 
 import pytest
@@ -73,18 +72,19 @@ def test_a_database_from_a_newer_simx_is_refused(tmp_path):
         _fresh(f"sqlite:///{path}")
 
 
-def _open_and_put(url: str, user: str) -> None:
-    LabelStore(url).put("idx", "q", "n", "good", user=user)
-
-
 def test_two_processes_creating_one_database_at_once(tmp_path):
+    """Three separate processes open the same new database at the same moment: each creates or finds the schema
+    once, and every label is kept."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
     url = f"sqlite:///{tmp_path / 'both.sqlite'}"
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_open_and_put, args=(url, f"user{i}")) for i in range(3)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0, 0, 0]
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    code = "import sys; from simx.labels import LabelStore; LabelStore(sys.argv[1]).put('idx', 'q', 'n', 'good', user=sys.argv[2])"
+    procs = [subprocess.Popen([sys.executable, "-c", code, url, f"user{i}"], env=env) for i in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     store = _fresh(url)
     assert store.schema_version == HEAD and sorted(store.users()) == ["user0", "user1", "user2"]
