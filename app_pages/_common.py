@@ -292,19 +292,17 @@ def get_neighbours(name: str, query: str, k: int) -> list[dict]:
 def _explain(root: str, name: str, stamp: str, query: str, neighbour: str, method: str, params_json: str,
              data: bytes | None, with_estimate: bool = True, progress=None):
     from simx.data import load_image
-    from simx.explain import explain
-    from simx.explain.metrics import ESTIMATE_STEPS, faithfulness
+    from simx.explain.metrics import ESTIMATE_STEPS
     from simx.explain.scheduling import TURNS
+    from simx.explain.scored import explain_scored
 
     index = _open_index(root, name, stamp)
     qimg = load_image(data) if query.startswith(UPLOAD_PREFIX) else load_image(index.item(query).path)
     nimg = load_image(index.item(neighbour).path)
     with TURNS.person():  # one explanation at a time; the prefetch steps aside
-        exp = explain(index.model, qimg, [nimg], method=method, side="both", seed=0, progress=progress,
-                      **json.loads(params_json))
-        if with_estimate and (exp.query_maps is not None or exp.neighbour_maps is not None):
-            faithfulness(exp, index.model, steps=ESTIMATE_STEPS)  # kept in exp.scores, shown beside the maps
-    return exp
+        # the maps and their faithfulness estimate (kept in exp.scores, shown beside the maps) under one progress
+        return explain_scored(index.model, qimg, [nimg], method=method, side="both", seed=0, progress=progress,
+                              steps=ESTIMATE_STEPS if with_estimate else 0, **json.loads(params_json))
 
 
 def prefetch_features(index, query: str, neighbour_ids: Sequence[str]) -> None:
@@ -387,12 +385,27 @@ def confirm_above_s() -> float:
         return CONFIRM_ABOVE_S
 
 
-def estimate(name: str, method: str, params: dict | None = None):
-    """What one pair of ``method`` costs on this index's model, before it runs
-    (:class:`simx.explain.progress.CostEstimate`)."""
-    from simx.explain.engine import estimate as _estimate
+def estimate(name: str, method: str, params: dict | None = None, query: str | None = None,
+             neighbour: str | None = None, with_estimate: bool = True):
+    """What one pair of ``method`` costs on this index's model before it runs, the faithfulness estimate of its
+    maps included unless ``with_estimate`` is False (:class:`simx.explain.progress.CostEstimate`): the passes the
+    run will make, exact for the ``query`` / ``neighbour`` pair (a bound without them)."""
+    from simx.explain.engine import PairContext
+    from simx.explain.metrics import ESTIMATE_STEPS
+    from simx.explain.scored import estimate_scored
 
-    return _estimate(get_index(name).model, method, k=1, side="both", **(params or {}))
+    from simx.explain.scheduling import TURNS
+
+    index = get_index(name)
+    pair = None
+    if query is not None and neighbour is not None:
+        pair = PairContext(index.model, query_image(index, query), [query_image(index, neighbour)])
+        with TURNS.person():
+            # the pair's unperturbed features first (2 forwards, cached: the run skips them), so that the figure
+            # said is the run's whether or not the background prefetch has reached this pair yet
+            pair.similarities()
+    return estimate_scored(index.model, method, k=1, side="both", pair=pair,
+                           steps=ESTIMATE_STEPS if with_estimate else 0, **(params or {}))
 
 
 def explanation_with_progress(name: str, query: str, neighbour: str, method: str, params: dict | None = None,
@@ -401,8 +414,9 @@ def explanation_with_progress(name: str, query: str, neighbour: str, method: str
     maps unless ``with_estimate`` is False), drawn with its cost, progress and a way to stop it.
 
     A view computed before opens at once. Otherwise a method estimated above :func:`confirm_above_s` first says
-    what it will cost ("rise: 4,002 forward passes, about 4 min on this machine") and waits for Run. While it runs
-    (in a worker thread; this script run only draws), a progress bar shows the passes done and the time left, and
+    what it will cost, the faithfulness estimate of its maps included ("rise: 4,046 forward passes (44 of them score
+    the maps), about 4 min on this machine"), and waits for Run. While it runs (in a worker thread; this script run
+    only draws), a progress bar shows the passes done out of that same total and the time left, and
     Cancel stops it at the next batch (so does any other click: the interrupted run cancels its work). Returns
     None while nothing is computed (waiting for Run, or cancelled)."""
     from simx.explain.progress import CancelToken, Progress
@@ -410,16 +424,20 @@ def explanation_with_progress(name: str, query: str, neighbour: str, method: str
     params_json = json.dumps(params or {}, sort_keys=True)
     args = (str(index_root()), name, index_stamp(name), query, neighbour, method, params_json)
     flag = f"run_{key or '|'.join(args[3:])}"
+    # one slot for the announcement, the progress bar and the outcome
+    slot = st.empty().container()
+    control = f"ctl_{flag}"  # Run, Cancel and Run again are one button (one key) that changes its label, so no
+    # earlier state's button lingers beside the next one while a run draws its progress
     if args not in _COMPUTED:
-        est = estimate(name, method, params)
+        est = estimate(name, method, params, query, neighbour, with_estimate)
         if st.session_state.get(flag) == "cancelled":
-            st.info(f"{method} was cancelled. {est.describe()}.", icon=":material/cancel:")
-            st.button("Run again", key=f"again_{flag}", on_click=st.session_state.__setitem__, args=(flag, "run"))
+            slot.info(f"{method} was cancelled. {est.describe()}.", icon=":material/cancel:")
+            slot.button("Run again", key=control, on_click=st.session_state.__setitem__, args=(flag, "run"))
             return None
         if est.seconds > confirm_above_s() and st.session_state.get(flag) != "run":
-            st.caption(est.describe())
-            st.button(f"Run {method}", key=f"start_{flag}", icon=":material/play_arrow:",
-                      on_click=st.session_state.__setitem__, args=(flag, "run"))
+            slot.caption(est.describe())
+            slot.button(f"Run {method}", key=control, icon=":material/play_arrow:",
+                        on_click=st.session_state.__setitem__, args=(flag, "run"))
             return None
     token = CancelToken()
     progress = Progress(token=token)
@@ -436,9 +454,9 @@ def explanation_with_progress(name: str, query: str, neighbour: str, method: str
     worker.start()
     worker.join(0.3)  # a cached or fast view shows without a flash of progress bar
     if worker.is_alive():
-        bar = st.progress(0.0, text=f"{method}: starting")
-        st.button("Cancel", key=f"cancel_{flag}", icon=":material/stop:",
-                  on_click=st.session_state.__setitem__, args=(flag, "cancelled"))
+        bar = slot.progress(0.0, text=f"{method}: starting")
+        slot.button("Cancel", key=control, icon=":material/stop:",
+                    on_click=st.session_state.__setitem__, args=(flag, "cancelled"))
         try:
             while worker.is_alive():
                 bar.progress(progress.fraction, text=f"{method}: {progress.describe()}")

@@ -201,8 +201,10 @@ def method_rows(query: str, neighbour: str, chosen: list[str], alpha: float, per
             ui.show_maps((c1, c2), exp, (f"{m}: query", f"{m}: neighbour"), alpha, per_map)
             with c3:
                 st.markdown(f"**{m}**  \nsimilarity **{float(exp.similarities[0]):.4f}**")
+                scoring = (exp.scores.get("faithfulness_estimate") or {}).get("cost") or {}
                 st.caption(f"{exp.cost.forward} forward, {exp.cost.backward} backward passes, "
-                           f"{exp.cost.seconds:.2f} s")
+                           f"{exp.cost.seconds:.2f} s" + (f"; the faithfulness estimate {scoring['forward']} forward, "
+                                                         f"{scoring['seconds']:.2f} s" if scoring else ""))
                 curves(query, neighbour, m, full)
     return views
 
@@ -484,8 +486,9 @@ def pair_view(query: str, neighbour: str, hit: dict | None) -> None:
         chosen, alpha, per_map = wanted, ui.qp_float("alpha", 0.6), False
     else:
         c1, c2 = st.columns([3, 1])
-        if st.session_state.get("methods_pick") is None or set(st.session_state["methods_pick"]) != set(wanted):
-            st.session_state["methods_pick"] = wanted
+        # set every run, even when equal: after an index change the pair view (and the picker) is gone for a few
+        # runs, and a new picker over a value left behind showed no choice in the browser while drawing the maps
+        ui.follow_url("methods_pick", wanted)
         # first-order maps only: joint methods have their own picker below, attributes the SANE panel, so typing
         # a name and Enter picks that method and no other one whose name contains it (sbsm, not jointsbsm)
         chosen = c1.multiselect("Saliency maps (first-order methods, one row each)", first_order,

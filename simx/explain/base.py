@@ -203,6 +203,13 @@ class MethodSpec:
     #: neighbours, input ``size`` (H, W) and the caller's parameters; None: no passes of its own.
     passes: Callable[[int, str, tuple[int, int], dict[str, Any]], tuple[int, int]] | None = None
 
+    #: ``pair_passes(ctx, side, params) -> (forward, backward)``: the same count for a prepared pair
+    #: (:class:`~simx.explain.engine.PairContext`, no pass made), for a method whose count depends on the images:
+    #: the superpixel methods segment them first (cheap), since SLIC returns fewer superpixels than it is asked for
+    #: (40 for 50 on a 64 px picture), and their ``passes`` counts those asked for, an upper bound. None: ``passes``
+    #: is exact.
+    pair_passes: Callable[[Any, str, dict[str, Any]], tuple[int, int]] | None = None
+
     def contrast_params(self, model: Any) -> dict[str, Any] | None:
         """The parameters of the linear (signed) query map for ``model``, or None when there is none."""
         return self.contrast(model) if callable(self.contrast) else self.contrast
@@ -220,16 +227,18 @@ REGISTRY: dict[str, MethodSpec] = {}
 
 def register(name: str, description: str, kind: str, needs_features: bool = False,
              contrast: dict[str, Any] | Callable[[Any], dict[str, Any] | None] | None = None,
-             passes: Callable[[int, str, tuple[int, int], dict[str, Any]], tuple[int, int]] | None = None
+             passes: Callable[[int, str, tuple[int, int], dict[str, Any]], tuple[int, int]] | None = None,
+             pair_passes: Callable[[Any, str, dict[str, Any]], tuple[int, int]] | None = None
              ) -> Callable[[MethodFn], MethodFn]:
     """Register a method function under ``name`` with a one-line description. ``contrast``: the parameters under
     which its query map is linear in the explained similarity (``{}`` when it always is); ``passes``: its pass
-    count before it runs (the cost estimate and the progress bar's total); see :class:`MethodSpec`."""
+    count before it runs (the cost estimate and the progress bar's total); ``pair_passes``: the exact count once the
+    pair is known, where ``passes`` can only bound it; see :class:`MethodSpec`."""
 
     def deco(fn: MethodFn) -> MethodFn:
         if name in REGISTRY:
             raise ValueError(f"explanation method {name!r} registered twice")
-        REGISTRY[name] = MethodSpec(name, description, fn, kind, needs_features, contrast, passes)
+        REGISTRY[name] = MethodSpec(name, description, fn, kind, needs_features, contrast, passes, pair_passes)
         return fn
 
     return deco

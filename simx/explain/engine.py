@@ -267,6 +267,12 @@ class PairContext:
             self._unperturbed["neighbours"] = (None if feats is None else feats[1:], embs[1:])
         return self._unperturbed["query" if which == "query" else "neighbours"]
 
+    def uncached(self) -> int:
+        """How many of the K + 1 unperturbed forwards a run of these images would make now: those not in the
+        feature cache (which keeps what any context computed)."""
+        x = torch.cat([self.query, self.neighbours])
+        return sum(FEATURE_CACHE.get(FEATURE_CACHE.key(self.model, x[i])) is None for i in range(x.shape[0]))
+
     @property
     def query_features(self) -> torch.Tensor:
         """F(query), (1, C, h, w)."""
@@ -555,23 +561,37 @@ def _sides(spec: MethodSpec, side: str) -> list[str]:
     return ["query", "neighbour"] if side == "both" else [side]
 
 
-def estimate(model: SimModel, method: str, k: int = 1, side: str = "both", **params: Any) -> CostEstimate:
+def estimate(model: SimModel, method: str, k: int = 1, side: str = "both", pair: PairContext | None = None,
+             **params: Any) -> CostEstimate:
     """What ``explain(model, query, K neighbours, method, side, **params)`` will cost, before it runs: forward and
-    backward passes (the K + 1 unperturbed forwards included, whether or not they are cached) and the seconds
-    they take at this model's measured speed on this machine (a model not run yet is timed on 8 passes).
+    backward passes and the seconds they take at this model's measured speed on this machine (a model not run yet
+    is timed on 8 passes).
+
+    Without ``pair`` the K + 1 unperturbed forwards are counted whether or not they are cached, and a method whose
+    count depends on the images (the superpixel methods: SLIC returns fewer superpixels than asked) is counted
+    with what it asks for: an upper bound, said so (``upper_bound``). With ``pair`` (the prepared
+    :class:`PairContext` of the images to explain; preparing it makes no pass) the count is exact: only the
+    unperturbed forwards not in the feature cache, and the superpixels the segmentation returns (segmenting is
+    cheap next to the passes).
 
     >>> estimate(load_model("default"), "rise", k=1).describe()
     'rise: 4,002 forward passes, about 4 min on this machine'
     """
     spec = _method(model, method, side, params)
-    forward, backward = int(k) + 1, 0
-    if spec.passes is not None:
-        for s in _sides(spec, side):
-            f, b = spec.passes(int(k), s, tuple(model.input_size), dict(params))
-            forward, backward = forward + int(f), backward + int(b)
+    k = pair.k if pair is not None else int(k)
+    forward, backward = (k + 1 if pair is None else pair.uncached()), 0
+    exact_later = pair is None and spec.pair_passes is not None
+    for s in _sides(spec, side):
+        if pair is not None and spec.pair_passes is not None:
+            f, b = spec.pair_passes(pair, s, dict(params))
+        elif spec.passes is not None:
+            f, b = spec.passes(k, s, tuple(model.input_size), dict(params))
+        else:
+            f, b = 0, 0
+        forward, backward = forward + int(f), backward + int(b)
     spp = SPEED.seconds_per_pass(model)
     return CostEstimate(method=method, forward=forward, backward=backward, seconds=(forward + 2 * backward) * spp,
-                        seconds_per_pass=spp)
+                        seconds_per_pass=spp, upper_bound=exact_later)
 
 
 def explain(model: SimModel, query: Any, neighbours: Sequence[Any] | Any, method: str = "gradcam",
@@ -624,7 +644,7 @@ def _start(tracker: Progress | None, ctx: PairContext, method: str, side: str, p
     ctx.progress = tracker
     if tracker.running:
         return False
-    tracker.start(estimate(ctx.model, method, ctx.k, side, **params).passes)
+    tracker.start(estimate(ctx.model, method, side=side, pair=ctx, **params).passes)
     tracker.check()
     return True
 

@@ -330,7 +330,7 @@ def model_inputs(explanation: Explanation, model: SimModel) -> tuple[torch.Tenso
 
 
 def faithfulness(explanation: Explanation, model: SimModel, steps: int = FULL_STEPS, background: Any = None,
-                 batch_size: int | None = None, keep: bool = True) -> dict[str, Any]:
+                 batch_size: int | None = None, keep: bool = True, progress: Any = None) -> dict[str, Any]:
     """Insertion/deletion AUC (methods.md 7.1) of every map of ``explanation`` under ``model``, JSON-safe.
 
     Query-side map k explains the query w.r.t. neighbour k: the query is masked and scored against neighbour k's
@@ -349,7 +349,9 @@ def faithfulness(explanation: Explanation, model: SimModel, steps: int = FULL_ST
     False for a map whose margin is at most :data:`RANDOM_MARGIN` (a random map's margin is 0 in expectation);
     ``padding_share`` the share of the map's positive mass on padding (:func:`padding_share`), with
     ``padding_warning`` above :data:`PADDING_WARNING`. The passes are reported under ``cost`` and not added to
-    the explanation's own cost.
+    the explanation's own cost. ``progress`` (a :class:`~simx.explain.progress.Progress`) is ticked at every
+    pass and can cancel, as in :func:`simx.explain.explain` (:func:`simx.explain.scored.explain_scored` runs both
+    under one progress bar).
     """
     source = "user" if background is not None else ("padding" if model.preprocessing.fit == "pad" else "default")
     background = default_background(model) if background is None else background
@@ -359,8 +361,9 @@ def faithfulness(explanation: Explanation, model: SimModel, steps: int = FULL_ST
                               "estimate": int(steps) < FULL_STEPS, "direction": DIRECTION,
                               "random_margin": RANDOM_MARGIN, "thresholds": _jsonable(thresholds(steps))}
     if sides:
-        _score_sides(explanation, _context_for(explanation, model, batch_size), sides, background, int(steps),
-                     batch_size, result)
+        ctx = _context_for(explanation, model, batch_size)
+        ctx.progress = progress
+        _score_sides(explanation, ctx, sides, background, int(steps), batch_size, result)
     if keep:
         explanation.scores["faithfulness" if int(steps) >= FULL_STEPS else "faithfulness_estimate"] = result
     return result

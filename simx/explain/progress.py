@@ -100,24 +100,37 @@ class Progress:
 @dataclass(frozen=True)
 class CostEstimate:
     """What an explanation will cost before it runs: passes and the seconds they take at the model's measured
-    speed on this machine (``seconds_per_pass``)."""
+    speed on this machine (``seconds_per_pass``).
+
+    ``faithfulness``: how many of the forward passes score the maps (the faithfulness estimate shown beside every
+    map, :func:`simx.explain.scored.estimate_scored`); ``upper_bound``: the count is a bound, not the exact figure
+    (a superpixel method estimated without its images counts the superpixels it asks for, and SLIC may return
+    fewer)."""
 
     method: str
     forward: int
     backward: int
     seconds: float
     seconds_per_pass: float
+    faithfulness: int = 0
+    upper_bound: bool = False
 
     @property
     def passes(self) -> int:
         return self.forward + self.backward
 
     def describe(self) -> str:
-        """``"rise: 4,002 forward passes, about 4 min on this machine"``."""
+        """``"rise: 4,002 forward passes, about 4 min on this machine"``; with the faithfulness estimate
+        ``"rise: 4,046 forward passes (44 of them score the maps), about 4 min on this machine"``; a bound says
+        ``"at most 4,190 forward passes, up to about 4 min"``."""
         parts = [f"{self.forward:,} forward pass{'es' if self.forward != 1 else ''}"]
+        if self.faithfulness:
+            parts[0] += f" ({self.faithfulness:,} of them score the maps)"
         if self.backward:
             parts.append(f"{self.backward:,} backward pass{'es' if self.backward != 1 else ''}")
-        return f"{self.method}: {' + '.join(parts)}, about {format_seconds(self.seconds)} on this machine"
+        bound = "at most " if self.upper_bound else ""
+        about = "up to about" if self.upper_bound else "about"
+        return f"{self.method}: {bound}{' + '.join(parts)}, {about} {format_seconds(self.seconds)} on this machine"
 
 
 def format_seconds(seconds: float) -> str:

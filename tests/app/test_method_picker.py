@@ -5,7 +5,10 @@ survives an index change, the cost is said before a slow method starts, progress
 from __future__ import annotations
 
 import json
+import re
 import shutil
+
+import pytest
 
 from tests.app.test_app import QUERY, app, first_neighbour, image_captions, run, texts
 
@@ -59,20 +62,31 @@ def test_the_picker_keeps_its_selection_when_the_index_changes(indexes):
     assert "sfam: query" in image_captions(at) and "searchcam: query" in image_captions(at)
 
 
-def test_a_slow_method_says_its_cost_and_waits_for_run(indexes, monkeypatch):
+@pytest.mark.parametrize("method", ["rise", "sbsm"])
+def test_a_slow_method_says_its_true_cost_and_waits_for_run(indexes, monkeypatch, method):
+    """The cost said before Run counts the map's passes and its faithfulness estimate's (44 for a pair), and the
+    run then makes exactly that many, all counted by the progress bar."""
+    from simx.explain.progress import Progress
+
+    finished = []
+    real_finish = Progress.finish
+    monkeypatch.setattr(Progress, "finish", lambda self: (finished.append((self.done, self.total)),
+                                                          real_finish(self))[1])
     monkeypatch.setenv("SIMX_CONFIRM_ABOVE_S", "0")  # every method counts as slow here
     nid = first_neighbour(indexes)
-    at = run(app(index="tiny", query=QUERY, neighbour=nid, methods="rise"))
-    captions = texts(at.caption)
-    assert "rise: 4,002 forward passes, about" in captions and "on this machine" in captions
-    assert "rise: query" not in image_captions(at)
-    run_button = [b for b in at.button if b.label == "Run rise"]
+    at = run(app(index="tiny", query=QUERY, neighbour=nid, methods=method))
+    said = [c for c in texts(at.caption).split("\n") if c.startswith(f"{method}: ")]
+    assert len(said) == 1 and "(44 of them score the maps), about" in said[0] and "on this machine" in said[0]
+    announced = int(re.match(rf"{method}: ([\d,]+) forward passes", said[0]).group(1).replace(",", ""))
+    assert f"{method}: query" not in image_captions(at) and (announced, announced) not in finished
+    run_button = [b for b in at.button if b.label == f"Run {method}"]
     assert len(run_button) == 1
     run_button[0].click()
     run(at)
-    assert "rise: query" in image_captions(at) and "rise: neighbour" in image_captions(at)
-    at = run(app(index="tiny", query=QUERY, neighbour=nid, methods="rise"))
-    assert "rise: query" in image_captions(at)  # computed once: a new visit opens it at once
+    assert f"{method}: query" in image_captions(at) and f"{method}: neighbour" in image_captions(at)
+    assert (announced, announced) in finished  # (the joint view below it finishes its own, cached: 0 passes)
+    at = run(app(index="tiny", query=QUERY, neighbour=nid, methods=method))
+    assert f"{method}: query" in image_captions(at)  # computed once: a new visit opens it at once
 
 
 def test_a_cancelled_method_says_so_and_runs_again_on_request(indexes, monkeypatch):
@@ -89,13 +103,13 @@ def test_a_cancelled_method_says_so_and_runs_again_on_request(indexes, monkeypat
 
 
 def test_an_explain_error_in_the_worker_is_shown_as_its_message(indexes, monkeypatch):
-    import simx.explain
+    import simx.explain.scored
     from simx.errors import ExplainError
 
     def refuse(*args, **kwargs):
         raise ExplainError("gradcam needs n_samples >= 2, got 1")
 
-    monkeypatch.setattr(simx.explain, "explain", refuse)
+    monkeypatch.setattr(simx.explain.scored, "explain_scored", refuse)
     nid = first_neighbour(indexes)
     at = run(app(index="tiny", query=QUERY, neighbour=nid, methods="gradcam"))
     errors = texts(at.error)
@@ -108,7 +122,6 @@ def test_an_interrupted_run_cancels_its_work(indexes, monkeypatch):
     import threading
     import time
 
-    import streamlit
 
     from simx.explain import progress as progress_mod
 
@@ -131,7 +144,9 @@ def test_an_interrupted_run_cancels_its_work(indexes, monkeypatch):
 
     monkeypatch.setenv("SIMX_CONFIRM_ABOVE_S", "1e9")  # no Run button: start at once
     monkeypatch.setattr(progress_mod, "CancelToken", RecordingToken)
-    monkeypatch.setattr(streamlit, "progress", lambda *a, **k: Bar())
+    from streamlit.delta_generator import DeltaGenerator
+
+    monkeypatch.setattr(DeltaGenerator, "progress", lambda *a, **k: Bar())
     nid = first_neighbour(indexes)
     at = app(index="tiny", query=QUERY, neighbour=nid, methods="rise")
     at.run()

@@ -194,9 +194,16 @@ def _positions(ctx: PairContext, metric: str, fixed_norms: bool):
     return joint.detach(), qmap, nmap, {"vjp_vectors": nx}
 
 
+def pair_passes(ctx: PairContext, side: str, params: dict) -> tuple[int, int]:
+    """No pass for a pooled + linear head (the closed form, chosen by ``form="auto"``), else the 2 backward calls
+    of the autograd forms; without the model (``passes``) the 2 are an upper bound."""
+    closed = params.get("form", "auto") in ("auto", "closed") and ctx.model.linear_head() is not None
+    return 0, (0 if closed else 2)
+
+
 @register("jointhessian", "Joint map from the Hessian of the similarity (second-order Taylor, 6.7) for any "
           "differentiable head; closed form for linear heads", kind="joint", needs_features=True,
-          passes=lambda k, side, size, params: (0, 2))
+          passes=lambda k, side, size, params: (0, 2), pair_passes=pair_passes)
 def attribute(ctx: PairContext, side: str = "both", form: str = "auto", fixed_norms: bool = False) -> MethodOutput:
     metric = ctx.model.metric
     if form not in FORMS:

@@ -141,18 +141,34 @@ def _explain_image(ctx: PairContext, which: int | None, segments: np.ndarray, n_
     return phi, scores[0], len(coalitions) + 1
 
 
+def image_passes(m: int, n_samples: int | None) -> int:
+    """Forwards for one explained image of M superpixels: the empty coalition and the sampled ones
+    (:func:`sample_coalitions`: at most the 2^M - 2 others), i.e. ``n_samples - 1`` unless 2^M is smaller; the full
+    coalition is the cached unperturbed pass."""
+    n = int(n_samples) if n_samples is not None else 2 * m + 2048
+    if m < 2 or n - 2 <= 0:
+        return 1
+    return 1 + (min(n - 2, 2**m - 2) if m <= 30 else n - 2)
+
+
 def passes(k: int, side: str, size: tuple[int, int], params: dict) -> tuple[int, int]:
-    """``n_samples - 1`` forwards per explained image (at most the 2^M - 1 coalitions but the full one), M taken as
-    the number of superpixels the segmentation asks for."""
-    m = parse_segmentation(params.get("segmentation", "slic")).n
-    n = params.get("n_samples")
-    n = int(n) if n is not None else 2 * m + 2048
-    per_image = min(n - 1, 2**min(m, 40) - 1)
+    """``n_samples - 1`` forwards per explained image (:func:`image_passes`), M taken as the number of superpixels
+    the segmentation asks for: an upper bound, :func:`pair_passes` counts the superpixels SLIC returns."""
+    per_image = image_passes(parse_segmentation(params.get("segmentation", "slic")).n, params.get("n_samples"))
     return (per_image if side == "query" else k * per_image), 0
 
 
+def pair_passes(ctx: PairContext, side: str, params: dict) -> tuple[int, int]:
+    """The exact forwards for the pair: each explained image is segmented (as the run will) and counted with its
+    own number of superpixels."""
+    seg_spec = method_segmentation(params.get("segmentation", "slic"))
+    images = [ctx.query[0]] if side == "query" else list(ctx.neighbours)
+    return sum(image_passes(int(image_segments(ctx, image, seg_spec).max()) + 1, params.get("n_samples"))
+               for image in images), 0
+
+
 @register("kernelshap", "Kernel SHAP on SLIC superpixels with the similarity as value, exact efficiency (3.6)",
-          kind="perturbation", needs_features=False, contrast={}, passes=passes)
+          kind="perturbation", needs_features=False, contrast={}, passes=passes, pair_passes=pair_passes)
 def attribute(ctx: PairContext, side: str, n_samples: int | None = None, baseline: str | float | torch.Tensor = "mean",
               paired: bool = True, segmentation: str = "slic") -> MethodOutput:
     seg_spec = method_segmentation(segmentation)

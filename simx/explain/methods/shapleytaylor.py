@@ -477,20 +477,41 @@ def _side_masks(n_samples: int | tuple[int, int] | list[int]) -> tuple[int, int]
             from None
 
 
+def side_passes(n_side: int, masks: int, design: str, query: bool) -> int:
+    """Forwards for one side of n superpixels: the empty and singleton coalitions plus the ``masks`` of the product
+    design (:func:`size_allocation`, which stops at the 2^n coalitions); ``design="exact"`` embeds all 2^n
+    coalitions (the query side its empty and singletons too)."""
+    if design == "exact":
+        return 2**n_side + (n_side + 1 if query else 0)
+    return n_side + 1 + int(size_allocation(n_side, int(masks), side_size_distribution(n_side))[0].sum())
+
+
 def passes(k: int, side: str, size: tuple[int, int], params: dict) -> tuple[int, int]:
-    """A + n_x + 1 forwards on the query side plus B + n_y + 1 per neighbour (product design; a side's masks stop
-    at its 2^n coalitions), n the superpixels the segmentation asks for; 2^n_x + K 2^n_y for ``design="exact"``."""
+    """:func:`side_passes` for the query and each of the K neighbours, n taken as the superpixels the segmentation
+    asks for: an upper bound, :func:`pair_passes` counts the superpixels SLIC returns."""
     n = method_segmentation(params.get("segmentation", "slic"), **SEGMENTATION_DEFAULTS).n
-    if params.get("design", "product") == "exact":
-        return (1 + k) * 2**min(n, 40), 0
+    design = params.get("design", "product")
     a, b = _side_masks(params.get("n_samples", 128))
-    full = 2**min(n, 40)
-    return min(a, full) + n + 1 + k * (min(b, full) + n + 1), 0
+    return side_passes(n, a, design, True) + k * side_passes(n, b, design, False), 0
+
+
+def pair_passes(ctx: PairContext, side: str, params: dict) -> tuple[int, int]:
+    """The exact forwards for the pair: both images are segmented (as the run will) and counted with their own
+    numbers of superpixels."""
+    seg_spec = method_segmentation(params.get("segmentation", "slic"), **SEGMENTATION_DEFAULTS)
+    design = params.get("design", "product")
+    a, b = _side_masks(params.get("n_samples", 128))
+
+    def players(image: torch.Tensor) -> int:
+        return int(segment(ctx.display_image(image), seg_spec, seed=ctx.seed).max()) + 1
+
+    return (side_passes(players(ctx.query[0]), a, design, True)
+            + sum(side_passes(players(image), b, design, False) for image in ctx.neighbours)), 0
 
 
 @register("shapleytaylor", "Kernel Shapley-Taylor joint indices on superpixels of both images (6.4), product "
           "design: A + B forwards give A x B coalitions; black-box", kind="joint", needs_features=False,
-          passes=passes)
+          passes=passes, pair_passes=pair_passes)
 def attribute(ctx: PairContext, side: str = "both", n_samples: int | tuple[int, int] = 128,
               baseline: str | float | torch.Tensor = "mean", segmentation: str = "slic", design: str = "product",
               max_exact_players: int = 12) -> MethodOutput:
