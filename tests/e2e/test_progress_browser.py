@@ -160,12 +160,12 @@ def test_a_slow_method_announces_its_cost_shows_progress_and_cancel_stops_the_se
     settled(page)
     assert page.locator("[data-testid='stImage']").filter(has_text="rise: query").count() == 0
     assert page.locator("[data-testid='stProgress']").count() == 0
-    # the server is not still computing: no masked pass once the cancel was answered, and those between the click
-    # and the answer (the click's round trip, the bar's next redraw, the batch in flight) took under a second, where
-    # the rest of the run would have taken left_s
-    page.wait_for_timeout(1500)
-    assert calls_after(server, answered + 0.2) == 0
-    assert calls_after(server, clicked) * SLEEP_PER_IMAGE < 1.0
+    # the server is not still computing: no masked pass a second after the cancel was answered (a run going on
+    # logs a batch every ~0.1 s), and the passes between the click and the answer (the click's round trip, the
+    # bar's next redraw, the batch in flight) are a small part of what the rest of the run would have made
+    page.wait_for_timeout(2500)
+    assert calls_after(server, answered + 1.0) == 0
+    assert calls_after(server, clicked) < (announced - before_cancel) / 4
     left_s = (announced - before_cancel) * SLEEP_PER_IMAGE
     assert left_s > 6
     # ... and the next explanation, which would wait for the model, is answered promptly
