@@ -88,18 +88,6 @@ def server(tmp_path_factory):
     assert proc.poll() is not None  # the server is gone
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 def click_joint_point(page, index: int) -> None:
     """Click the ``index``-th query-cell marker of the joint view's plotly chart."""
     chart = page.locator("[data-testid='stPlotlyChart']").last

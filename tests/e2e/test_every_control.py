@@ -8,9 +8,6 @@ failing queries the evaluation ranks, the rows and files of the label store. Scr
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import re
 from pathlib import Path
@@ -18,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, click_joint_point, free_port, start_server, stop_server
+from tests.e2e.test_browser import CHROMIUM, click_joint_point, free_port, start_server, stop_server
 from tests.real_demo import private_copy
 
 pytestmark = [pytest.mark.e2e,
@@ -37,18 +34,6 @@ def server(tmp_path_factory):
         yield {"url": f"http://localhost:{port}", "root": root}
     finally:
         stop_server(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture()

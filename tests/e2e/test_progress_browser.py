@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.app.conftest import TOY, make_gallery
-from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, start_server, stop_server
+from tests.e2e.test_browser import CHROMIUM, free_port, start_server, stop_server
 from tests.e2e.test_every_control import settled, shot, wait_param, wait_text
 
 pytestmark = [pytest.mark.e2e,
@@ -76,18 +76,6 @@ def server(tmp_path_factory):
         yield {"url": f"http://localhost:{port}", "root": root, "calls": calls}
     finally:
         stop_server(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture()

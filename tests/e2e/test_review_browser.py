@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from tests.app.conftest import TOY, make_gallery
-from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, start_server, stop_server
+from tests.e2e.test_browser import CHROMIUM, free_port, start_server, stop_server
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install "
@@ -37,18 +37,6 @@ def server(tmp_path_factory):
         yield {"url": f"http://localhost:{port}", "root": root}
     finally:
         stop_server(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def labels_store(server):
