@@ -103,12 +103,21 @@ def type_into(page, key: str, text: str) -> None:
     settled(page)
 
 
-def slide(page, key: str, presses: int, direction: str = "ArrowLeft") -> None:
+def slide(page, key: str, presses: int, direction: str = "ArrowLeft", param: str | None = None) -> None:
+    """Move a slider by ``presses`` arrow keys. With ``param`` (the URL parameter the slider writes), one key at a
+    time, each waiting for the URL to move: a key pressed while the page reruns can otherwise be lost on a loaded
+    machine (seen in CI: three quick presses moved k by two)."""
     thumb = page.locator(f".st-key-{key} input[type='range']")
-    thumb.focus()
     for _ in range(presses):
+        before = params(page).get(param) if param else None
+        thumb.focus()
         thumb.press(direction)
-        page.wait_for_timeout(60)
+        if param:
+            page.wait_for_function("([n, v]) => new URL(location.href).searchParams.get(n) !== v",
+                                   arg=[param, before])
+            settled(page)
+        else:
+            page.wait_for_timeout(60)
     page.evaluate("() => document.activeElement && document.activeElement.blur()")
     settled(page)
 
@@ -202,7 +211,7 @@ def test_gallery_filter_search_paging_next_failure_random_k_and_index_switch(ser
     top = [h.id for h in idx.search_id(query, k=10)]
     assert until_shown(page, shown_neighbours, top) == top
     # the k slider: fewer neighbours, the index's own top k, in the URL
-    slide(page, "k_pick", 3)
+    slide(page, "k_pick", 3, param="k")
     wait_param(page, "k", "7")
     page.get_by_text("Top 7 neighbours").wait_for()
     top = [h.id for h in idx.search_id(query, k=7)]

@@ -189,7 +189,14 @@ def test_typing_a_method_name_and_enter_picks_that_method_only(server, page, typ
     wait_param(page, "methods", f"searchcam,{typed}")
     settled(page)
     assert picked(page) == ["searchcam", typed]
-    page.locator("[data-testid='stImage']").filter(has_text=f"{typed}: neighbour").first.wait_for()
+    # a slow method waits for Run when this machine's estimate of it is above the confirmation limit (a loaded CI
+    # machine estimates RISE above it, an idle one below): either way its maps come after at most one click
+    image = page.locator("[data-testid='stImage']").filter(has_text=f"{typed}: neighbour").first
+    run = page.get_by_role("button", name=f"Run {typed}")
+    image.or_(run).first.wait_for()
+    if not image.is_visible():
+        run.click()
+    image.wait_for()
 
 
 def test_the_picker_keeps_its_selection_when_the_index_changes(server, page):
