@@ -325,14 +325,19 @@ class PairContext:
         out = []
         with torch.inference_mode():
             for i in range(0, x.shape[0], self.batch_size):
-                xb = x[i : i + self.batch_size].to(self.device)
-                if self.device.type == "cpu":
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                self.check_cancelled()
-                with self.model.autocast():
-                    out.append(self.model.embed(xb).float())
-                self.count(forward=xb.shape[0])
+                out.append(self._embed_batch(x[i : i + self.batch_size].to(self.device)))
         return torch.cat(out)
+
+    def _embed_batch(self, xb: torch.Tensor) -> torch.Tensor:
+        """Embeddings of one batch already on the device (inside inference mode), counted; a cancelled run stops
+        here, before the pass."""
+        if self.device.type == "cpu":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        self.check_cancelled()
+        with self.model.autocast():
+            emb = self.model.embed(xb).float()
+        self.count(forward=xb.shape[0])
+        return emb
 
     def baseline(self, name: str | float | torch.Tensor = "black", image: torch.Tensor | None = None) -> torch.Tensor:
         """The fill of masked pixels, (1, 3, H, W) in model-input space.
@@ -381,13 +386,7 @@ class PairContext:
                 m = masks[i : i + self.batch_size].to(self.device).unsqueeze(1)
                 if tuple(m.shape[-2:]) != self.size:
                     m = F.interpolate(m, size=self.size, mode="bilinear", align_corners=False)
-                xb = m * image + (1 - m) * base
-                if self.device.type == "cpu":
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                self.check_cancelled()
-                with self.model.autocast():
-                    out.append(self.model.embed(xb).float())
-                self.count(forward=xb.shape[0])
+                out.append(self._embed_batch(m * image + (1 - m) * base))
         return torch.cat(out)
 
     def query_mask_scores(self, masks, baseline="black") -> torch.Tensor:

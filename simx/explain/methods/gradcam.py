@@ -76,14 +76,8 @@ def attribute(ctx: PairContext, side: str, relu: bool = True) -> MethodOutput:
     relu = bool(relu)
     out = MethodOutput(params={"relu": relu, "layer": ctx.model.layer, "metric": ctx.model.metric})
     sim = lambda e, other: row_similarity(ctx.model, e, other)  # noqa: E731
-    if side == "query":
-        feats, grads = side_gradients(ctx, "query", sim)
-        maps, w = grad_cam_maps(feats, grads, relu)
-        out.query_feature_maps = maps.cpu().numpy()
-        out.extras["query_channel_weights"] = w.cpu().numpy()
-    if side == "neighbour":
-        feats, grads = side_gradients(ctx, "neighbour", sim)
-        maps, w = grad_cam_maps(feats, grads, relu)
-        out.neighbour_feature_maps = maps.cpu().numpy()
-        out.extras["neighbour_channel_weights"] = w.cpu().numpy()
+    feats, grads = side_gradients(ctx, side, sim)
+    maps, w = grad_cam_maps(feats, grads, relu)
+    setattr(out, f"{side}_feature_maps", maps.cpu().numpy())
+    out.extras[f"{side}_channel_weights"] = w.cpu().numpy()
     return out

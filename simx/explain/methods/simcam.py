@@ -56,16 +56,9 @@ def attribute(ctx: PairContext, side: str, stop_gradient: bool = True, relu: boo
     fn = F.normalize(ctx.neighbour_embeddings.float(), dim=-1)
     w = pair_weights(fq, fn)  # (K, D), the constant weights of every pair
     out.extras["pair_weights"] = w.cpu().numpy()
-    if side == "query":
-        feats, grads = side_gradients(ctx, "query", score)
-        maps, alpha = grad_cam_maps(feats, grads, relu)
-        out.query_feature_maps = maps.cpu().numpy()
-        out.extras["query_channel_weights"] = alpha.cpu().numpy()
-        out.extras["query_scores"] = (w * fq).sum(-1).cpu().numpy()
-    if side == "neighbour":
-        feats, grads = side_gradients(ctx, "neighbour", score)
-        maps, alpha = grad_cam_maps(feats, grads, relu)
-        out.neighbour_feature_maps = maps.cpu().numpy()
-        out.extras["neighbour_channel_weights"] = alpha.cpu().numpy()
-        out.extras["neighbour_scores"] = (w * fn).sum(-1).cpu().numpy()
+    feats, grads = side_gradients(ctx, side, score)
+    maps, alpha = grad_cam_maps(feats, grads, relu)
+    setattr(out, f"{side}_feature_maps", maps.cpu().numpy())
+    out.extras[f"{side}_channel_weights"] = alpha.cpu().numpy()
+    out.extras[f"{side}_scores"] = (w * (fq if side == "query" else fn)).sum(-1).cpu().numpy()
     return out
