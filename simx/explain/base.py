@@ -210,6 +210,11 @@ class MethodSpec:
     #: is exact.
     pair_passes: Callable[[Any, str, dict[str, Any]], tuple[int, int]] | None = None
 
+    #: True for methods that differentiate through the whole network (attention methods): the engine's unperturbed
+    #: forward of the K + 1 images then records the autograd graph (:meth:`PairContext.recorded`) and is made for
+    #: every image, cached or not, instead of a graph-free forward followed by a second one with the graph.
+    records_graph: bool = False
+
     def contrast_params(self, model: Any) -> dict[str, Any] | None:
         """The parameters of the linear (signed) query map for ``model``, or None when there is none."""
         return self.contrast(model) if callable(self.contrast) else self.contrast
@@ -228,17 +233,19 @@ REGISTRY: dict[str, MethodSpec] = {}
 def register(name: str, description: str, kind: str, needs_features: bool = False,
              contrast: dict[str, Any] | Callable[[Any], dict[str, Any] | None] | None = None,
              passes: Callable[[int, str, tuple[int, int], dict[str, Any]], tuple[int, int]] | None = None,
-             pair_passes: Callable[[Any, str, dict[str, Any]], tuple[int, int]] | None = None
-             ) -> Callable[[MethodFn], MethodFn]:
+             pair_passes: Callable[[Any, str, dict[str, Any]], tuple[int, int]] | None = None,
+             records_graph: bool = False) -> Callable[[MethodFn], MethodFn]:
     """Register a method function under ``name`` with a one-line description. ``contrast``: the parameters under
     which its query map is linear in the explained similarity (``{}`` when it always is); ``passes``: its pass
     count before it runs (the cost estimate and the progress bar's total); ``pair_passes``: the exact count once the
-    pair is known, where ``passes`` can only bound it; see :class:`MethodSpec`."""
+    pair is known, where ``passes`` can only bound it; ``records_graph``: the unperturbed forward keeps the autograd
+    graph of the whole network; see :class:`MethodSpec`."""
 
     def deco(fn: MethodFn) -> MethodFn:
         if name in REGISTRY:
             raise ValueError(f"explanation method {name!r} registered twice")
-        REGISTRY[name] = MethodSpec(name, description, fn, kind, needs_features, contrast, passes, pair_passes)
+        REGISTRY[name] = MethodSpec(name, description, fn, kind, needs_features, contrast, passes, pair_passes,
+                                    records_graph)
         return fn
 
     return deco

@@ -202,6 +202,7 @@ class PairContext:
         self.neighbours = torch.stack([t for t, _ in prepared]).to(self.device)
         self.neighbour_boxes = [box for _, box in prepared]
         self._unperturbed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._recorded: dict[str, tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]] = {}
         #: ticked at every counted pass (progress bar, cancellation); set by :func:`explain`
         self.progress: Progress | None = None
 
@@ -234,13 +235,14 @@ class PairContext:
         return np.random.default_rng(self.seed + 7919 * offset)
 
     # -- unperturbed features and embeddings (cached) -----------------------------------------------------------
-    def _features_embeddings(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _features_embeddings(self, which: str, features: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Unperturbed (features, embeddings) of the query (``which="query"``) or the neighbours.
 
         The first call computes the query and all neighbours not already in the cache in ONE batched forward
-        (the floor of the gradient methods), then serves both sides from it.
+        (the floor of the gradient methods), then serves both sides from it. Embeddings :meth:`recorded` made
+        serve as they are; the features (``features=True``) are then computed by a forward of their own.
         """
-        if not self._unperturbed:
+        if not self._unperturbed or (features and self._unperturbed["query"][0] is None):  # served by recorded()
             x = torch.cat([self.query, self.neighbours])
             keys = [FEATURE_CACHE.key(self.model, x[i]) for i in range(x.shape[0])]
             found = [FEATURE_CACHE.get(key) for key in keys]
@@ -267,6 +269,37 @@ class PairContext:
             self._unperturbed["neighbours"] = (None if feats is None else feats[1:], embs[1:])
         return self._unperturbed["query" if which == "query" else "neighbours"]
 
+    def recorded(self, which: str) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]:
+        """(embeddings with their autograd graph, every block's attention probabilities (B, heads, T, T) in block
+        order, patch grid) of the query (``which="query"``) or the K neighbours, for methods that differentiate
+        through the whole network (``register(..., records_graph=True)``: attngrad).
+
+        The first call forwards the query and the neighbours through the whole network with the graph (the
+        model's ``run_from_input``), as two graphs so that each side's backward pass traverses only its own
+        images, and serves the unperturbed embeddings from them: this IS the context's unperturbed forward (K + 1
+        passes), not a second one after a graph-free pass. :meth:`release` drops a side's graph once used."""
+        if which not in ("query", "neighbours"):
+            raise ExplainError(f"recorded(): which must be 'query' or 'neighbours', got {which!r}")
+        if not self._recorded:
+            for name, x in (("query", self.query), ("neighbours", self.neighbours)):
+                self.check_cancelled()
+                sink: list[torch.Tensor] = []
+                with torch.enable_grad():
+                    # frozen weights: the input is the leaf that puts the attention maps in an autograd graph
+                    emb, grid = self.model.run_from_input(x.detach().clone().requires_grad_(True), attention=sink)
+                self.count(forward=int(x.shape[0]))
+                self._recorded[name] = (emb, sink, grid)
+            if not self._unperturbed:
+                self._unperturbed = {name: (None, self._recorded[name][0].detach().float().clone())
+                                     for name in ("query", "neighbours")}
+        if which not in self._recorded:
+            raise ExplainError(f"the recorded graph of the {which} was released already")
+        return self._recorded[which]
+
+    def release(self, which: str) -> None:
+        """Drop the autograd graph :meth:`recorded` kept for ``which`` (its memory: every block's activations)."""
+        self._recorded.pop(which, None)
+
     def uncached(self) -> int:
         """How many of the K + 1 unperturbed forwards a run of these images would make now: those not in the
         feature cache (which keeps what any context computed)."""
@@ -277,13 +310,13 @@ class PairContext:
     def query_features(self) -> torch.Tensor:
         """F(query), (1, C, h, w)."""
         self._require_features()
-        return self._features_embeddings("query")[0]
+        return self._features_embeddings("query", features=True)[0]
 
     @property
     def neighbour_features(self) -> torch.Tensor:
         """F(neighbour_k), (K, C, h, w)."""
         self._require_features()
-        return self._features_embeddings("neighbours")[0]
+        return self._features_embeddings("neighbours", features=True)[0]
 
     @property
     def query_embedding(self) -> torch.Tensor:
@@ -578,7 +611,7 @@ def estimate(model: SimModel, method: str, k: int = 1, side: str = "both", pair:
     """
     spec = _method(model, method, side, params)
     k = pair.k if pair is not None else int(k)
-    forward, backward = (k + 1 if pair is None else pair.uncached()), 0
+    forward, backward = (k + 1 if pair is None or spec.records_graph else pair.uncached()), 0
     exact_later = pair is None and spec.pair_passes is not None
     for s in _sides(spec, side):
         if pair is not None and spec.pair_passes is not None:

@@ -121,7 +121,7 @@ def test_jointcam_sums_to_the_similarity_on_a_mean_pooled_vit(images):
 def test_attngrad_all_pairs_at_once_equal_one_pair_at_a_time(images):
     model = toy.tiny_vit_reg()
     both = explain(model, images[0], images[1:], method="attngrad")
-    assert both.cost.forward == 3 + 3 and both.cost.backward == 2  # cached floor + graph forwards, 1 backward a side
+    assert both.cost.forward == 3 and both.cost.backward == 2  # the graph forwards are the floor; 1 backward a side
     for k in range(2):
         one = explain(model, images[0], [images[1 + k]], method="attngrad")
         np.testing.assert_allclose(both.query_feature_maps[k], one.query_feature_maps[0], rtol=1e-5, atol=1e-9)
@@ -138,6 +138,32 @@ def test_attngrad_rollout_formula_on_one_block():
     g = torch.randn(1, 2, 3, 3)
     abar = (g * a).clamp_min(0).mean(1)
     torch.testing.assert_close(rollout([a, a], [g, g]), (torch.eye(3) + abar) @ (torch.eye(3) + abar))
+
+
+def test_attngrad_reads_the_rollout_row_without_forming_it():
+    from simx.explain.methods.attngrad import read_rollout, rollout
+
+    g = torch.Generator().manual_seed(1)
+    attn = [torch.softmax(torch.randn(2, 3, 5, 5, generator=g), -1) for _ in range(4)]
+    grads = [torch.randn(2, 3, 5, 5, generator=g) for _ in range(4)]
+    w = torch.zeros(2, 5)
+    w[0, 0], w[1, 1:] = 1.0, 0.25  # a class-token row; the mean of the patch rows
+    expected = (w.unsqueeze(1) @ rollout(attn, grads)).squeeze(1)
+    torch.testing.assert_close(read_rollout(w, attn, grads), expected)
+
+
+def test_attngrad_forward_with_the_graph_is_the_floor_even_when_cached(images):
+    from simx.explain.engine import estimate
+
+    model = toy.tiny_vit_token()
+    explain(model, images[0], images[1:], method="gradcam")  # the unperturbed features are now cached
+    pair = PairContext(model, images[0], images[1:])
+    assert pair.uncached() == 0
+    est = estimate(model, "attngrad", pair=pair)
+    exp = explain(model, images[0], images[1:], method="attngrad")
+    assert (est.forward, est.backward) == (exp.cost.forward, exp.cost.backward) == (3, 2)
+    np.testing.assert_allclose(exp.similarities, explain(model, images[0], images[1:], method="gradcam").similarities,
+                               atol=1e-6)
 
 
 def test_attngrad_refuses_windowed_attention_and_cnns(images):

@@ -19,13 +19,16 @@ latent query reads every patch (the pool's own attention is not part of the roll
 construction (ReLU per block, products of non-negative matrices); R_0 = I keeps each patch's own path, so the map is
 never all-zero where gradients vanish.
 
-Batching and cost (all K pairs at once): the neighbour side forwards the K neighbour images through the whole
-network with the autograd graph and differentiates sum_k s(x, y_k) (x's embedding detached) in ONE backward pass:
-s_k only depends on y_k's attention, so each image's gradients are its own pair's. The query side forwards the query
-once and takes the K gradients d s(x, y_k) / d A_l(x) in one *batched* backward (``is_grads_batched``, a vmap over
-the backward), falling back to K backward calls on ops without a batching rule (counted either way). So a pair
-costs (K + 1) graph forwards and 2 backward calls on top of the engine's cached unperturbed forward; unlike gradcam
-it backpropagates through every block, which is the price of seeing how attention routed the evidence.
+Batching and cost (all K pairs at once): the engine's unperturbed forward of the K + 1 images records the autograd
+graph and every attention map (``records_graph``: one graph for the query, one for the K neighbours), so there is
+no second forward. The neighbour side differentiates sum_k s(x, y_k) (x's embedding detached) in ONE backward pass
+through the neighbours' graph: s_k only depends on y_k's attention, so each image's gradients are its own pair's.
+The query side takes the K gradients d s(x, y_k) / d A_l(x) in one *batched* backward through the query's graph
+(``is_grads_batched``, a vmap over the K cotangents), falling back to K backward calls on ops without a batching
+rule (counted either way). The readout row of the rollout is pushed through the blocks as a vector (T^2 per block,
+not the T^3 of forming R). So a pair costs K + 1 forwards with the graph and 2 backward calls; unlike gradcam it
+backpropagates through every block, which is the price of seeing how attention routed the evidence (measured in
+docs/benchmarks.md, issue 13).
 
 Refused, with the reason, for models without a global attention matrix (CNNs, Swin's shifted windows).
 """
@@ -52,7 +55,7 @@ def rollout(attn: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor
     """Chefer et al. eq. 5-6: R = prod_l (I + mean_h ReLU(grad_l * A_l)) applied in block order -> (B, T, T)."""
     r = None
     for a, g in zip(attn, grads):
-        abar = (g.float() * a.float()).clamp_min(0).mean(dim=1)  # (B, T, T)
+        abar = _weighted(a, g)
         if r is None:
             r = torch.eye(abar.shape[-1], device=abar.device).expand_as(abar).clone()
         r = r + abar @ r
@@ -61,38 +64,58 @@ def rollout(attn: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor
     return r
 
 
+def _weighted(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Abar = mean_heads ReLU(dA * A), (B, T, T)."""
+    return (g.float() * a.float()).clamp_min(0).mean(dim=1)
+
+
+def read_rollout(readout: torch.Tensor, attn: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor:
+    """``readout`` rows of the rollout, w^T R (B, T), without forming R: R = (I + Abar_L) ... (I + Abar_1), so
+    w^T R is w pushed through the blocks from the last to the first (v <- v + v Abar_l), T^2 work per block
+    instead of the T^3 of the matrix product (197 tokens on ViT-B/16: 200x less)."""
+    if not attn:
+        raise ExplainError("attngrad: the model recorded no attention maps")
+    v = readout.float()
+    for a, g in zip(reversed(attn), reversed(grads)):
+        v = v + (v.unsqueeze(1) @ _weighted(a, g)).squeeze(1)
+    return v
+
+
 def _maps(ctx: PairContext, attn, grads, grid) -> torch.Tensor:
-    relevance = ctx.model.readout(rollout(attn, grads))  # (B, T)
+    t = attn[0].shape[-1] if attn else 0
+    n = grads[0].shape[0] if grads else 0
+    # the readout is linear in the rows of R: its weights are the readout of the identity
+    weights = ctx.model.readout(torch.eye(t, device=grads[0].device).expand(n, t, t)) if attn else None
+    relevance = read_rollout(weights, attn, grads)  # (B, T)
     p = ctx.model.num_prefix_tokens
     return relevance[:, p:].reshape(-1, *grid)
 
 
-def _forward(ctx: PairContext, x: torch.Tensor):
-    sink: list[torch.Tensor] = []
-    with torch.enable_grad():
-        try:
-            # frozen weights: the input is the leaf that puts the attention maps in an autograd graph
-            emb, grid = ctx.model.run_from_input(x.detach().clone().requires_grad_(True), attention=sink)
-        except SimxError as exc:
-            raise ExplainError(f"attngrad: {exc}") from None
-    ctx.count(forward=int(x.shape[0]))
-    return emb, sink, grid
+def _recorded(ctx: PairContext, which: str):
+    try:
+        return ctx.recorded(which)
+    except SimxError as exc:
+        if isinstance(exc, ExplainError):
+            raise
+        raise ExplainError(f"attngrad: {exc}") from None
 
 
 def neighbour_maps(ctx: PairContext) -> torch.Tensor:
-    emb, attn, grid = _forward(ctx, ctx.neighbours)
+    emb, attn, grid = _recorded(ctx, "neighbours")
     other = ctx.query_embedding.detach().expand(ctx.k, -1).float()
     with torch.enable_grad():
         total = row_similarity(ctx.model, emb.float(), other).sum()
     grads = ctx.backward(total, attn)
+    ctx.release("neighbours")
     return _maps(ctx, [a.detach() for a in attn], grads, grid)
 
 
 def query_maps(ctx: PairContext) -> torch.Tensor:
-    emb, attn, grid = _forward(ctx, ctx.query)
+    emb, attn, grid = _recorded(ctx, "query")
     with torch.enable_grad():
         sims = ctx.model.similarity(emb.float(), ctx.neighbour_embeddings.detach().float())[0]  # (K,)
     eye = torch.eye(ctx.k, device=sims.device, dtype=sims.dtype)
+    ctx.check_cancelled()
     try:
         grads = torch.autograd.grad(sims, attn, grad_outputs=eye, is_grads_batched=True, retain_graph=True)
         ctx.count(backward=1)
@@ -101,18 +124,19 @@ def query_maps(ctx: PairContext) -> torch.Tensor:
         per_k = [torch.autograd.grad(sims[k], attn, retain_graph=True) for k in range(ctx.k)]
         ctx.count(backward=ctx.k)
         grads = [torch.cat([g[layer] for g in per_k]) for layer in range(len(attn))]
+    ctx.release("query")
     attn = [a.detach().expand(ctx.k, *a.shape[1:]) for a in attn]
     return _maps(ctx, attn, grads, grid)
 
 
 def passes(k: int, side: str, size: tuple[int, int], params: dict) -> tuple[int, int]:
-    """A forward with the attention graph of each explained image and one backward pass per side."""
-    return (1 if side == "query" else k), 1
+    """One backward pass per side; the forwards with the graph are the engine's K + 1 unperturbed ones."""
+    return 0, 1
 
 
 @register("attngrad", "Gradient-weighted attention rollout with the similarity as target (Chefer et al. 2021, "
           "LeGrad-style); transformers with global attention; all K pairs in one backward pass per side",
-          kind="gradient", needs_features=True, passes=passes)
+          kind="gradient", needs_features=True, passes=passes, records_graph=True)
 def attribute(ctx: PairContext, side: str) -> MethodOutput:
     _check(ctx)
     out = MethodOutput(params={"rule": "R = prod (I + mean_h ReLU(dA * A))", "metric": ctx.model.metric})
