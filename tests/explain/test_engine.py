@@ -55,3 +55,31 @@ def test_unknown_parameter_is_a_clear_error():
         explain(tiny_linear(), q, [n], method="gradkam")
     with pytest.raises(ExplainError, match="side must be"):
         explain(tiny_linear(), q, [n], method="gradcam", side="left")
+
+
+@pytest.mark.parametrize("baseline", ["black", "blur"])
+def test_masked_neighbours_stream_in_full_batches_across_images(baseline):
+    """K x N composites go forward in batches that cross neighbour boundaries, with each image's own fill, and
+    give the embeddings image-by-image composition gives."""
+    import torch
+
+    from simx.explain import PairContext
+
+    model = tiny_linear()
+    q, *nbs = _images(4, seed=3)
+    ctx = PairContext(model, q, nbs, batch_size=4)
+    sizes = []
+    original = model.embed
+
+    def counting(x):
+        sizes.append(x.shape[0])
+        return original(x)
+
+    model.embed = counting
+    masks = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    each = ctx.embed_masked_each(ctx.neighbours, masks, baseline)
+    assert each.shape[:2] == (3, 3) and sizes == [4, 4, 1]  # 9 composites in full batches of 4, not 3 + 3 + 3
+    for k in range(3):
+        torch.testing.assert_close(each[k], ctx.embed_masked(ctx.neighbours[k], masks, baseline), atol=1e-5, rtol=1e-5)
+    scores = ctx.neighbour_mask_scores(masks, baseline)
+    torch.testing.assert_close(scores, model.similarity(each.reshape(9, -1), ctx.query_embedding)[:, 0].reshape(3, 3))

@@ -43,7 +43,14 @@ def test_masks_are_shared_by_the_query_and_every_neighbour(random_images, monkey
         seen.append((who, torch.as_tensor(masks).cpu().numpy().tobytes()))
         return original(self, image, masks, baseline)
 
+    original_each = PairContext.embed_masked_each
+
+    def spy_each(self, images, masks, baseline="black"):  # the neighbours, batched across images
+        seen.extend(("neighbour", torch.as_tensor(masks).cpu().numpy().tobytes()) for _ in range(len(images)))
+        return original_each(self, images, masks, baseline)
+
     monkeypatch.setattr(PairContext, "embed_masked", spy)
+    monkeypatch.setattr(PairContext, "embed_masked_each", spy_each)
     # the neighbours are the query itself: a symmetric similarity makes both sides' scores identical iff the masks are
     exp = explain(model, q, [q, q], method="rise", n_samples=80, batch_size=16)
     query_masks = [m for who, m in seen if who == "query"]

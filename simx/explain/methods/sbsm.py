@@ -146,8 +146,8 @@ def attribute(ctx: PairContext, side: str, window: int | tuple[int, int] | None 
             d = similarity_to_distance(ctx.neighbour_mask_scores(keep, baseline).double(), metric)  # (K, N)
             d0 = similarity_to_distance(ctx.similarities().double(), metric)
         else:
-            d = torch.stack([embedding_distance(ctx.embed_masked(ctx.neighbours[k], keep, baseline), eq, distance)[:, 0]
-                             for k in range(ctx.k)])
+            emb = ctx.embed_masked_each(ctx.neighbours, keep, baseline)  # (K, N, D), batched across neighbours
+            d = embedding_distance(emb.reshape(-1, emb.shape[-1]), eq, distance)[:, 0].reshape(ctx.k, -1)
             d0 = embedding_distance(en, eq, distance)[:, 0]
         deltas = (d - d0[:, None]).clamp_min(0)  # (K, N)
         out.neighbour_maps = saliency(deltas, occluded).float().cpu().numpy()
