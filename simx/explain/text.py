@@ -37,14 +37,14 @@ class TextQueryContext(PairContext):
         self.text = str(text)
         self._text_embedding: torch.Tensor | None = None
 
-    def _features_embeddings(self, which: str):
+    def _features_embeddings(self, which: str, features: bool = False):
         if which == "query":
-            feats = super()._features_embeddings("query")[0] if self.model.has_features else None
+            feats = super()._features_embeddings("query", features)[0] if self.model.has_features else None
             if self._text_embedding is None:
                 with torch.inference_mode():
                     self._text_embedding = self.model.text_encoder([self.text]).float().to(self.device).clone()
             return feats, self._text_embedding
-        return super()._features_embeddings(which)
+        return super()._features_embeddings(which, features)
 
 
 def explain_text(model: SimModel, text: str, neighbours: Sequence[Any] | Any, method: str = "gradcam",

@@ -152,6 +152,20 @@ def tiny_vit_dist(layer: str | None = None):
     return tiny_vit(dist=True, layer=layer)
 
 
+def tiny_eva(seed: int = 0, size: int = 32, metric: str = "cosine", layer: str | None = None):
+    """A random two-block timm EVA-02 (rotary position embeddings, SwiGLU MLP) on ``size`` px inputs with 8 px
+    patches (``python:simx.models.toy:tiny_eva``)."""
+    import timm
+
+    from .tokens import TokenModel, layout_for
+
+    with _seeded(seed):
+        net = timm.create_model("eva02_tiny_patch14_224", pretrained=False, img_size=size, patch_size=8, embed_dim=32,
+                                depth=2, num_heads=2, num_classes=0)
+    return TokenModel("python:simx.models.toy:tiny_eva", net, layout_for(net), Preprocessing(size=size, **TOKEN_PRE),
+                      layer=layer, metric=metric, device="cpu")
+
+
 def tiny_swin(seed: int = 0, size: int = 32, metric: str = "cosine", layer: str | None = None):
     """A random two-stage timm Swin on ``size`` px inputs (``python:simx.models.toy:tiny_swin``)."""
     import timm

@@ -20,6 +20,7 @@ FAMILIES = {
     "vit_cls": toy.tiny_vit_token,
     "vit_mean": toy.tiny_vit_avg,
     "vit_registers": toy.tiny_vit_reg,
+    "eva_rope": toy.tiny_eva,
     "swin": toy.tiny_swin,
     "openclip": toy.tiny_openclip,
 }
@@ -29,6 +30,7 @@ MAY_REFUSE = {
     "vit_cls": {"jointcam", "searchcam", "sfam", "sane"},
     "vit_mean": {"sane"},
     "vit_registers": {"jointcam", "searchcam", "sfam", "sane"},
+    "eva_rope": {"jointcam", "searchcam", "sfam", "sane"},  # mean-pooled, but fc_norm: not a linear head
     "swin": {"sane", "attngrad"},
     "openclip": {"jointcam", "searchcam", "sfam", "sane"},
 }
