@@ -22,6 +22,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="a method parameter (JSON value), repeatable, e.g. --param n_masks=500")
     p.add_argument("--no-faithfulness", action="store_true", help="skip the insertion/deletion scores")
+    eng = p.add_argument_group("engine", "local (default) explains the queries one after another in this process; "
+                               "ray spreads them over a Ray actor pool (one model per actor), a local Ray or the "
+                               "cluster at --ray-address, whose workers must see the index and the images at the "
+                               "same paths. Both store the same result. On one machine Ray pays only when a run "
+                               "is long enough to hide its start-up; past one machine it scales with the nodes.")
+    eng.add_argument("--engine", choices=("local", "ray"), default="local", help="where the maps are computed")
+    eng.add_argument("--ray-address", metavar="ADDR", default=None,
+                     help="Ray cluster to run on (ray://HOST:10001, or auto); default: start a local Ray")
+    eng.add_argument("--actors", type=int, default=None, metavar="N",
+                     help="Ray actors (default: one per CPU, or one per --num-gpus-per-worker GPUs)")
+    eng.add_argument("--num-gpus-per-worker", type=float, default=0.0, metavar="G",
+                     help="GPUs per Ray actor (default 0: CPU actors)")
     p.add_argument("--root", metavar="DIR", default=None,
                    help="folder holding the indexes (default: $SIMX_INDEXES, else ./indexes)")
 
@@ -53,10 +65,12 @@ def run(args: argparse.Namespace) -> int:
               dynamic_ncols=True) as bar:
         folder = explain_worst(index, worst=args.worst, top=args.top, method=args.method, side=args.side, k=args.k,
                                seed=args.seed, queries=args.queries, faithfulness=not args.no_faithfulness,
-                               params=_params(args.param), progress=bar.update)
+                               params=_params(args.param), progress=bar.update, engine=args.engine,
+                               ray_address=args.ray_address, actors=args.actors,
+                               num_gpus_per_worker=args.num_gpus_per_worker)
     meta = json.loads((folder / "params.json").read_text(encoding="utf-8"))
     print(f"{index.name}: {meta['method']} maps of {meta['pairs']} pairs ({meta['queries']} worst queries x up to "
-          f"{meta['top']} neighbours) in {meta['seconds']:.1f} s -> {folder}")
+          f"{meta['top']} neighbours) in {meta['seconds']:.1f} s on the {meta['engine']} engine -> {folder}")
     return 0
 
 

@@ -106,3 +106,48 @@ def test_shard_keys_follow_content_and_model(tmp_path):
     assert store.is_complete(b[1]) and not store.is_complete(a[1])
     store.reset()  # --no-resume
     assert not store.is_complete(b[1])
+
+
+def test_explain_batch_on_ray_stores_the_local_result(local_ray, ray_gallery, tmp_path, capsys):
+    """``simx explain-batch --engine ray`` (2 actors) writes the run the local engine writes: same folder (method
+    and parameters), same pairs in the same order, same maps and faithfulness numbers."""
+    import json
+
+    import pandas as pd
+
+    from simx.cli import main
+    from simx.explain.batch import list_precomputed
+
+    root = tmp_path / "idx"
+    build_index(ray_gallery, "g", model=TINY, root=root, workers=0, progress=False)
+    args = ["explain-batch", "g", "--root", str(root), "--worst", "3", "--top", "2", "--method", "sbsm",
+            "--param", "window=16", "--param", "stride=8", "-q"]
+
+    def stored():
+        (run,) = list_precomputed(open_index("g", root=root))
+        with np.load(f"{run['folder']}/maps.npz") as maps:
+            arrays = {name: maps[name] for name in maps.files}
+        return run, pd.read_parquet(f"{run['folder']}/pairs.parquet"), arrays
+
+    assert main(args) == 0
+    local_run, local_pairs, local_maps = stored()
+    assert main(args + ["--engine", "ray", "--actors", "2"]) == 0
+    assert "on the ray engine" in capsys.readouterr().out
+    ray_run, ray_pairs, ray_maps = stored()  # the same folder: the Ray run replaced the local one
+
+    assert (local_run["engine"], ray_run["engine"], ray_run["ray"]["actors"]) == ("local", "ray", 2)
+    assert ray_run["folder"] == local_run["folder"] and ray_run["params"] == local_run["params"]
+    assert ray_run["queries"] == local_run["queries"] == 3 and ray_run["pairs"] == 6
+    assert list(ray_pairs.columns) == list(local_pairs.columns)
+    for col in ("query", "neighbour", "rank", "row"):
+        assert ray_pairs[col].tolist() == local_pairs[col].tolist()
+    numbers = [c for c in local_pairs.columns if c == "similarity" or c.endswith(("_insertion", "_deletion"))]
+    assert len(numbers) == 5
+    np.testing.assert_allclose(ray_pairs[numbers].to_numpy(), local_pairs[numbers].to_numpy(), atol=1e-4)
+    assert sorted(ray_maps) == sorted(local_maps) == ["neighbour_maps", "query_maps"]
+    for name in local_maps:
+        assert ray_maps[name].shape == local_maps[name].shape == (6, 64, 64)
+        scale = float(np.abs(local_maps[name].astype(np.float32)).max())
+        np.testing.assert_allclose(ray_maps[name].astype(np.float32), local_maps[name].astype(np.float32),
+                                   atol=1e-3 * scale)
+    assert json.loads(open(f"{ray_run['folder']}/params.json").read())["seed"] == 0
