@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages import _common as ui
-from app_pages import _identity
+from app_pages import _identity, _precomputed
 from app_pages._contrast import contrast_section
 from app_pages._text_query import supports_text, text_box, text_page
 from simx import render, report
@@ -188,16 +188,25 @@ def method_rows(query: str, neighbour: str, chosen: list[str], alpha: float, per
     views = []
     for m in chosen:
         with st.container(border=True):
-            try:
-                exp = ui.explanation_with_progress(name, query, neighbour, m)
+            try:  # maps stored by `simx explain-batch` open at once, unless asked to compute live
+                stored = None if st.session_state.get(_precomputed.live_key(query, neighbour, m)) else \
+                    _precomputed.stored_explanation(name, index, query, neighbour, m)
+                exp = stored or ui.explanation_with_progress(name, query, neighbour, m)
             except Exception as exc:  # noqa: BLE001
                 ui.show_error(exc, m)
                 continue
             if exp is None:  # waiting for Run (its cost is shown), or cancelled
                 continue
             views.append(exp)
-            full = full_faithfulness(query, neighbour, m, exp)
             c1, c2, c3 = st.columns([2, 2, 1.3])
+            if stored is not None:
+                ui.show_maps((c1, c2), exp, (f"{m}: query (precomputed)", f"{m}: neighbour (precomputed)"), alpha,
+                             per_map)
+                with c3:
+                    st.markdown(f"**{m}**  \nsimilarity **{float(exp.similarities[0]):.4f}**")
+                    _precomputed.caption(exp, query, neighbour, m, present)
+                continue
+            full = full_faithfulness(query, neighbour, m, exp)
             ui.show_maps((c1, c2), exp, (f"{m}: query", f"{m}: neighbour"), alpha, per_map)
             with c3:
                 st.markdown(f"**{m}**  \nsimilarity **{float(exp.similarities[0]):.4f}**")

@@ -6,14 +6,21 @@ neighbours with :func:`simx.explain.explain` (one call per query: the engine bat
 map's faithfulness (insertion/deletion AUC, methods.md 7.1). Everything is stored in
 ``ROOT/NAME/explanations/<method>-<key>/``::
 
-    params.json     method, effective parameters (seed included), side, k, worst, top, model record, when, counts
-    pairs.parquet   one row per (query, neighbour): rank, similarity, faithfulness numbers, row in maps.npz
+    params.json     method, effective parameters (seed included), side, k, worst, top, model record, when, counts,
+                    engine (local or ray) and the faithfulness scoring (steps, fill)
+    pairs.parquet   one row per (query, neighbour): rank, similarity, map baselines, faithfulness numbers, row in
+                    maps.npz
     maps.npz        query_maps / neighbour_maps float16 (P, S, S) at MAP_SIZE, row = pairs.parquet's ``row``
 
 ``<key>`` hashes the method and its parameters, so runs with other parameters sit side by side and a reader can
 ask for exactly the parameters it wants (:func:`load_precomputed`). Writes go to a temp folder renamed into
 place. The folder lives inside the index folder and is replaced with it by a rebuild (its maps would describe
 another model's vectors).
+
+Engines: ``local`` explains the queries one after another in this process; ``ray`` spreads them over a Ray actor
+pool (:mod:`simx.explain.batch_ray`). Both run the same unit of work (:func:`simx.explain.batch_work.explain_query`)
+and write through the same :func:`_store`, so the stored run is the same. A viewer reads a run once with
+:class:`StoredRun` and gets any of its pairs as a plain Explanation (the dashboard's Explore page does).
 """
 
 from __future__ import annotations
@@ -23,16 +30,14 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import SimxError
+from .batch_work import MAP_SIZE, QueryMaps, explain_query
 
-#: Side of the stored maps (float16): 64 x 64 keeps 500 queries x 8 neighbours x 2 sides at ~65 MB.
-MAP_SIZE = 64
 FOLDER = "explanations"
 #: Where the explanations are computed: this process, or a Ray actor pool (one model per actor).
 ENGINES = ("local", "ray")
@@ -42,49 +47,6 @@ def run_key(method: str, params: dict[str, Any], side: str) -> str:
     """The folder key of a run: method, side and every parameter (seed included)."""
     text = json.dumps({"method": method, "side": side, "params": params}, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
-
-
-def _shrink(maps: np.ndarray | None) -> np.ndarray | None:
-    if maps is None:
-        return None
-    import torch
-    import torch.nn.functional as F
-
-    t = torch.as_tensor(np.asarray(maps, dtype=np.float32))[:, None]
-    return F.interpolate(t, size=(MAP_SIZE, MAP_SIZE), mode="area")[:, 0].numpy().astype(np.float16)
-
-
-@dataclass
-class QueryMaps:
-    """One query's stored part: a row per neighbour (ids, rank, similarity, faithfulness numbers), its maps shrunk
-    to MAP_SIZE (``(top, S, S)`` float16, None for a side not explained) and the method's effective parameters."""
-
-    rows: list[dict[str, Any]]
-    query_maps: np.ndarray | None
-    neighbour_maps: np.ndarray | None
-    params: dict[str, Any]
-
-
-def explain_query(index: Any, query: str, neighbours: list[str], method: str, side: str, seed: int,
-                  params: dict[str, Any], faithfulness: bool) -> QueryMaps:
-    """Explain ``query`` against ``neighbours`` (one :func:`simx.explain.explain` call: the engine batches the
-    pairs) and score the maps; the unit of work of both engines, so they store the same thing."""
-    from . import explain
-    from .metrics import faithfulness as faithfulness_of
-
-    model = index.model
-    exp = explain(model, index.item(query).path, [index.item(n).path for n in neighbours], method=method, side=side,
-                  seed=seed, **params)
-    scores = faithfulness_of(exp, model) if faithfulness else {}
-    rows = []
-    for r, nid in enumerate(neighbours):
-        row = {"query": query, "neighbour": nid, "rank": r + 1, "similarity": float(exp.similarities[r])}
-        for s in ("query", "neighbour"):
-            if s in scores:
-                row[f"{s}_insertion"] = float(scores[s]["insertion"][r])
-                row[f"{s}_deletion"] = float(scores[s]["deletion"][r])
-        rows.append(row)
-    return QueryMaps(rows, _shrink(exp.query_maps), _shrink(exp.neighbour_maps), dict(exp.params))
 
 
 def worst_queries(index: Any, worst: int, top: int, k: int, seed: int,
@@ -131,7 +93,8 @@ def explain_worst(index: Any, worst: int = 500, top: int = 8, method: str = "sbs
             if progress is not None:
                 progress(1)
     meta = {"method": method, "params": parts[0].params, "side": side, "k": k, "worst": int(worst),
-            "top": int(top), "seed": seed, "faithfulness": faithfulness, "map_size": MAP_SIZE,
+            "top": int(top), "seed": seed, "faithfulness": faithfulness,
+            "faithfulness_scoring": parts[0].faithfulness, "map_size": MAP_SIZE,
             "model": index.meta.get("model"), "index_built_at": index.meta.get("built_at"), "queries": len(parts),
             "pairs": sum(len(p.rows) for p in parts),
             "evaluation": {"sampled": result.overall.get("sampled"), "n_queries": result.overall["n_queries"]},
@@ -177,22 +140,93 @@ def list_precomputed(index: Any) -> list[dict[str, Any]]:
     return sorted(out, key=lambda m: m.get("created_at", ""), reverse=True)
 
 
+class StoredRun:
+    """One stored run read once (its pair table and its maps, decompressed): what a viewer keeps in memory to open
+    any of its pairs at once (~65 MB for 500 queries x 8 neighbours)."""
+
+    def __init__(self, folder: str | os.PathLike):
+        import pandas as pd
+
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / "params.json").read_text(encoding="utf-8"))
+        pairs = pd.read_parquet(self.folder / "pairs.parquet")
+        self.rows = {(str(q), str(n)): row for q, n, row in zip(pairs["query"], pairs["neighbour"],
+                                                                 pairs.to_dict("records"))}
+        with np.load(self.folder / "maps.npz") as maps:
+            self.maps = {name: maps[name] for name in maps.files}
+
+    def pair(self, query: str, neighbour: str) -> dict[str, Any] | None:
+        """The pair's stored numbers and maps (``query_map`` / ``neighbour_map`` float32 MAP_SIZE x MAP_SIZE, or
+        None for a side not explained), or None when this run did not explain the pair."""
+        row = self.rows.get((str(query), str(neighbour)))
+        if row is None:
+            return None
+        get = (lambda name: self.maps[name][int(row["row"])].astype(np.float32) if name in self.maps else None)
+        return {"query_map": get("query_maps"), "neighbour_map": get("neighbour_maps"), "pair": dict(row),
+                "run": {**self.meta, "folder": str(self.folder)}}
+
+    def explanation(self, index: Any, query: str, neighbour: str) -> Any | None:
+        """The pair as a plain :class:`simx.explain.Explanation` (k = 1) that the renderer draws like a live one:
+        the stored maps resized to the model's input, the pictures as the model sees them (preprocessing only, no
+        forward pass), the stored baselines, and the stored insertion/deletion scores as its faithfulness."""
+        from ..data import load_image
+        from ..render.colours import resize_map
+        from .base import Cost, Explanation
+        from .engine import PairContext
+
+        found = self.pair(query, neighbour)
+        if found is None:
+            return None
+        row = found["pair"]
+        ctx = PairContext(index.model, load_image(index.item(query).path), [load_image(index.item(neighbour).path)])
+        size = tuple(ctx.size)
+
+        def side_maps(side: str) -> np.ndarray | None:
+            m = found[f"{side}_map"]
+            return None if m is None else resize_map(m, size)[None].astype(np.float32)
+
+        scores: dict[str, Any] = {}
+        info = self.meta.get("faithfulness_scoring") or {}
+        sides = [s for s in ("query", "neighbour") if f"{s}_insertion" in row]
+        if sides and info:
+            scores["faithfulness"] = {**info, "estimate": False, "stored": True, **{
+                s: {"insertion": [row[f"{s}_insertion"]], "deletion": [row[f"{s}_deletion"]],
+                    "margin": [row[f"{s}_insertion"] - row[f"{s}_deletion"]],
+                    "better_than_random": [bool(row[f"{s}_insertion"] - row[f"{s}_deletion"]
+                                                > info.get("random_margin", 0.0))]} for s in sides}}
+        baseline = (lambda s: None if f"{s}_baseline" not in row else np.asarray([row[f"{s}_baseline"]], np.float32))
+        return Explanation(
+            method=self.meta["method"], similarities=np.asarray([row["similarity"]], np.float32),
+            query_maps=side_maps("query"), neighbour_maps=side_maps("neighbour"), params=dict(self.meta["params"]),
+            cost=Cost(), scores=scores, extras={"precomputed": {k: self.meta.get(k) for k in PROVENANCE}},
+            query_image=ctx.display_image(ctx.query[0]), neighbour_images=ctx.display_image(ctx.neighbours[0])[None],
+            query_baseline=baseline("query"), neighbour_baseline=baseline("neighbour"),
+            query_box=None if ctx.query_box is None else np.asarray(ctx.query_box, np.int32),
+            neighbour_boxes=None if ctx.neighbour_boxes[0] is None else np.asarray(ctx.neighbour_boxes, np.int32))
+
+
+#: What a viewer says about a stored run: when, with which parameters, where, how big the maps are.
+PROVENANCE = ("method", "params", "side", "created_at", "engine", "map_size", "worst", "top", "seed")
+
+
 def load_precomputed(index: Any, query: str, neighbour: str, method: str,
                      params: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The stored maps and numbers of one pair, or None: from the newest run of ``method`` (whose parameters
     include ``params``, when given) that explained this pair. Returns ``query_map``/``neighbour_map`` (float32
     MAP_SIZE x MAP_SIZE or None), the pair's row (similarity, faithfulness) and the run's ``params.json``."""
-    import pandas as pd
-
     for run in list_precomputed(index):
         if run["method"] != method or (params and any(run["params"].get(k) != v for k, v in params.items())):
             continue
-        pairs = pd.read_parquet(Path(run["folder"]) / "pairs.parquet")
-        hit = pairs[(pairs["query"] == query) & (pairs["neighbour"] == neighbour)]
-        if hit.empty:
-            continue
-        row = hit.iloc[0].to_dict()
-        with np.load(Path(run["folder"]) / "maps.npz") as maps:
-            get = (lambda name: maps[name][int(row["row"])].astype(np.float32) if name in maps.files else None)
-            return {"query_map": get("query_maps"), "neighbour_map": get("neighbour_maps"), "pair": row, "run": run}
+        found = StoredRun(run["folder"]).pair(query, neighbour)
+        if found is not None:
+            return found
     return None
+
+
+def describe_run(meta: dict[str, Any]) -> str:
+    """One sentence saying where a stored map comes from: when, which method and parameters, map size, engine."""
+    params = ", ".join(f"{k}={v}" for k, v in sorted((meta.get("params") or {}).items()))
+    when = str(meta.get("created_at", "?")).replace("T", " ").replace("Z", " UTC")
+    size = meta.get("map_size", MAP_SIZE)
+    return (f"Precomputed by simx explain-batch at {when} ({meta.get('method')}: {params}; side {meta.get('side')}; "
+            f"{size} x {size} maps; {meta.get('engine', 'local')} engine), opened from disk, not recomputed.")

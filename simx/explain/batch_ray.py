@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import SimxError
-from .batch import MAP_SIZE, QueryMaps, explain_query
+from .batch_work import MAP_SIZE, QueryMaps, explain_query
 
 
 class QueryExplainer:
@@ -51,7 +51,8 @@ class QueryExplainer:
             for r, row in enumerate(part.rows):
                 out["order"].append(int(order))
                 out["row"].append(json.dumps(row))
-                out["params"].append(json.dumps(part.params, sort_keys=True, default=str))
+                out["params"].append(json.dumps({"params": part.params, "faithfulness": part.faithfulness},
+                                                sort_keys=True, default=str))
                 out["query_map"].append(empty if part.query_maps is None else part.query_maps[r])
                 out["neighbour_map"].append(empty if part.neighbour_maps is None else part.neighbour_maps[r])
                 out["has_maps"].append([part.query_maps is not None, part.neighbour_maps is not None])
@@ -115,7 +116,7 @@ def explain_on_ray(index: Any, jobs: list[tuple[str, list[str]]], method: str, s
     for i in range(len(jobs)):
         pairs = sorted(got[i], key=lambda t: t[0]["rank"])
         parts.append(QueryMaps(rows=[t[0] for t in pairs], query_maps=_stacked([t[2] for t in pairs]),
-                               neighbour_maps=_stacked([t[3] for t in pairs]), params=json.loads(pairs[0][1])))
+                               neighbour_maps=_stacked([t[3] for t in pairs]), **json.loads(pairs[0][1])))
     return parts, plan.to_dict()
 
 
