@@ -149,8 +149,10 @@ class ContrastExplanation:
 
     ``query_maps[j]`` (J, H, W) is the method's map of the margin ``margins[j] = s(q, wrong) - s(q, right_j)`` on
     the query, signed: positive where the query argues for the wrong neighbour, negative where it argues for right
-    neighbour j. It is the difference of the method's linear (signed) query maps against the two neighbours, which
-    ``pair.query_maps`` (1 + J, row 0 = wrong) holds; ``pair.neighbour_maps`` are the usual pair maps on the wrong
+    neighbour j, and ~0 where a pixel does not matter. It is the difference of the method's linear (signed) query
+    maps against the two neighbours, which ``pair.query_maps`` (1 + J, row 0 = wrong) holds, each taken about its
+    "no effect" value (``pair.query_baseline``: RISE's mean masked score, 0 for the other methods), so for RISE it
+    is E[margin | pixel kept] - E[margin] over the masks; ``pair.neighbour_maps`` are the usual pair maps on the wrong
     neighbour (row 0) and on each right one. ``similarities`` = (s(q, wrong), s(q, right_1), ...).
     ``query_params`` are the parameters the query maps were computed with (the method's linear form).
     """

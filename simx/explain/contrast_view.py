@@ -60,9 +60,9 @@ def contrast_panels(result: Any, j: int = 0, per_map: bool = False) -> dict[str,
     ``per_map``."""
     c, q_region, w_region = _parts(result)
     cmap = None if c.query_maps is None else c.query_maps[j]
-    # each map is drawn about its baseline (its "no effect" value, e.g. RISE's mean masked score); the margin
-    # map's is the difference of the two pair maps' baselines
-    q_base = c.pair.baseline("query", 0) - c.pair.baseline("query", 1 + j) if c.pair.query_maps is not None else 0.0
+    # each map is drawn about its baseline (its "no effect" value, e.g. RISE's mean masked score); the margin map
+    # is already centred (the engine subtracts the pair maps' baselines), so its "no effect" value is 0
+    q_base = 0.0
     q_limit = shared_limit([cmap], q_base) if cmap is not None else 1.0
     pair = c.pair.neighbour_maps
     wrong_map = None if pair is None else pair[0]

@@ -183,7 +183,7 @@ class PairContext:
     """One query and K neighbours prepared for a model; the only place methods get passes from."""
 
     def __init__(self, model: SimModel, query: Any, neighbours: Sequence[Any] | torch.Tensor, seed: int = 0,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, known_embeddings: Any = None):
         if isinstance(neighbours, torch.Tensor):
             neighbours = list(neighbours) if neighbours.dim() == 4 else [neighbours]
         elif isinstance(neighbours, (Image.Image, str)):
@@ -203,6 +203,7 @@ class PairContext:
         self.neighbour_boxes = [box for _, box in prepared]
         self._unperturbed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._recorded: dict[str, tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]] = {}
+        self.known_embeddings = self._check_known(known_embeddings)
         #: ticked at every counted pass (progress bar, cancellation); set by :func:`explain`
         self.progress: Progress | None = None
 
@@ -235,38 +236,76 @@ class PairContext:
         return np.random.default_rng(self.seed + 7919 * offset)
 
     # -- unperturbed features and embeddings (cached) -----------------------------------------------------------
+    def _check_known(self, known: Any) -> torch.Tensor | None:
+        """``known_embeddings`` as a (K, D) float tensor on the device, with a clear error for a wrong shape."""
+        if known is None:
+            return None
+        t = torch.as_tensor(np.asarray(known) if not isinstance(known, torch.Tensor) else known).float()
+        if t.dim() == 1:
+            t = t.unsqueeze(0)
+        if t.dim() != 2 or t.shape[0] != self.k:
+            raise ExplainError(f"known_embeddings must hold one row per neighbour ({self.k}), got shape "
+                               f"{tuple(t.shape)}")
+        return t.to(self.device)
+
+    def _rows(self, rows: list[int]) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
+        """Unperturbed (features, embedding) of input rows (0 = the query, 1..K = the neighbours): from the
+        feature cache, the rest in ONE batched forward (chunked by ``batch_size``), counted."""
+        x = torch.cat([self.query, self.neighbours])
+        keys = [FEATURE_CACHE.key(self.model, x[i]) for i in rows]
+        found = [FEATURE_CACHE.get(key) for key in keys]
+        todo = [n for n, hit in enumerate(found) if hit is None]
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            xb = x[[rows[n] for n in chunk]]
+            if self.device.type == "cpu":
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            self.check_cancelled()
+            # the same precision as the masked passes (embed / embed_masked), so that a masked score and the
+            # unperturbed score it is compared with differ only by the mask
+            with torch.inference_mode(), self.model.autocast():
+                f = self.model.features(xb) if self.model.has_features else None
+                e = self.model.head(f) if f is not None else self.model.embed(xb)
+            self.count(forward=len(chunk))
+            for j, n in enumerate(chunk):
+                found[n] = (f[j : j + 1].float().contiguous().clone() if f is not None else None,
+                            e[j : j + 1].float().clone())
+                FEATURE_CACHE.put(keys[n], found[n])
+        return found
+
+    @staticmethod
+    def _stack(found: list[tuple[torch.Tensor | None, torch.Tensor]]) -> tuple[torch.Tensor | None, torch.Tensor]:
+        feats = None if found[0][0] is None else torch.cat([hit[0] for hit in found])
+        return feats, torch.cat([hit[1] for hit in found])
+
     def _features_embeddings(self, which: str, features: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Unperturbed (features, embeddings) of the query (``which="query"``) or the neighbours.
 
-        The first call computes the query and all neighbours not already in the cache in ONE batched forward
-        (the floor of the gradient methods), then serves both sides from it. Embeddings :meth:`recorded` made
-        serve as they are; the features (``features=True``) are then computed by a forward of their own.
+        Without ``known_embeddings`` the first call computes the query and all neighbours not already in the
+        cache in ONE batched forward (the floor of the gradient methods), then serves both sides from it. With
+        them, the query side of a method that needs only the neighbours' embeddings (the gradient and
+        closed-form query maps, every perturbation of the query) runs the query alone: the neighbours go forward
+        only when their feature maps are asked for (their own side's maps), and from then on their computed
+        embeddings are used, consistent with their features. Embeddings :meth:`recorded` made serve as they are;
+        the features (``features=True``) are then computed by a forward of their own.
         """
-        if not self._unperturbed or (features and self._unperturbed["query"][0] is None):  # served by recorded()
-            x = torch.cat([self.query, self.neighbours])
-            keys = [FEATURE_CACHE.key(self.model, x[i]) for i in range(x.shape[0])]
-            found = [FEATURE_CACHE.get(key) for key in keys]
-            todo = [i for i, hit in enumerate(found) if hit is None]
-            for start in range(0, len(todo), self.batch_size):
-                chunk = todo[start : start + self.batch_size]
-                xb = x[chunk]
-                if self.device.type == "cpu":
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                self.check_cancelled()
-                # the same precision as the masked passes (embed / embed_masked), so that a masked score and the
-                # unperturbed score it is compared with differ only by the mask
-                with torch.inference_mode(), self.model.autocast():
-                    f = self.model.features(xb) if self.model.has_features else None
-                    e = self.model.head(f) if f is not None else self.model.embed(xb)
-                self.count(forward=len(chunk))
-                for j, i in enumerate(chunk):
-                    found[i] = (f[j : j + 1].float().contiguous().clone() if f is not None else None,
-                                e[j : j + 1].float().clone())
-                    FEATURE_CACHE.put(keys[i], found[i])
-            feats = torch.cat([hit[0] for hit in found]) if self.model.has_features else None
-            embs = torch.cat([hit[1] for hit in found])
-            self._unperturbed["query"] = (None if feats is None else feats[:1], embs[:1])
-            self._unperturbed["neighbours"] = (None if feats is None else feats[1:], embs[1:])
+        def missing(key: str) -> bool:  # not computed yet, or served by recorded() without the features asked for
+            got = self._unperturbed.get(key)
+            return got is None or (features and got[0] is None and self.model.has_features)
+
+        if which == "query" and missing("query"):
+            rows = [0] if self.known_embeddings is not None else list(range(self.k + 1))
+            found = self._rows(rows)
+            self._unperturbed["query"] = self._stack(found[:1])
+            if len(found) > 1:
+                self._unperturbed["neighbours"] = self._stack(found[1:])
+        if which != "query" and missing("neighbours"):
+            if "query" in self._unperturbed and not missing("query"):
+                self._unperturbed["neighbours"] = self._stack(self._rows(list(range(1, self.k + 1))))
+            else:
+                found = self._rows(list(range(self.k + 1)))
+                self._unperturbed["query"] = self._stack(found[:1])
+                self._unperturbed["neighbours"] = self._stack(found[1:])
         return self._unperturbed["query" if which == "query" else "neighbours"]
 
     def recorded(self, which: str) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]:
@@ -300,11 +339,13 @@ class PairContext:
         """Drop the autograd graph :meth:`recorded` kept for ``which`` (its memory: every block's activations)."""
         self._recorded.pop(which, None)
 
-    def uncached(self) -> int:
-        """How many of the K + 1 unperturbed forwards a run of these images would make now: those not in the
-        feature cache (which keeps what any context computed)."""
+    def uncached(self, side: str = "both") -> int:
+        """How many of the unperturbed forwards a run of ``side`` on these images would make now: those not in
+        the feature cache (which keeps what any context computed); with ``known_embeddings`` the query side
+        needs only the query's."""
         x = torch.cat([self.query, self.neighbours])
-        return sum(FEATURE_CACHE.get(FEATURE_CACHE.key(self.model, x[i])) is None for i in range(x.shape[0]))
+        rows = [0] if self.known_embeddings is not None and side == "query" else range(x.shape[0])
+        return sum(FEATURE_CACHE.get(FEATURE_CACHE.key(self.model, x[i])) is None for i in rows)
 
     @property
     def query_features(self) -> torch.Tensor:
@@ -325,7 +366,10 @@ class PairContext:
 
     @property
     def neighbour_embeddings(self) -> torch.Tensor:
-        """e(neighbour_k), (K, D), not normalised."""
+        """e(neighbour_k), (K, D), not normalised; the ``known_embeddings`` (e.g. an index's stored vectors,
+        L2-normalised for cosine) until the neighbours' features are computed."""
+        if self.known_embeddings is not None and "neighbours" not in self._unperturbed:
+            return self.known_embeddings
         return self._features_embeddings("neighbours")[1]
 
     def similarities(self) -> torch.Tensor:
@@ -625,7 +669,7 @@ def _sides(spec: MethodSpec, side: str) -> list[str]:
 
 
 def estimate(model: SimModel, method: str, k: int = 1, side: str = "both", pair: PairContext | None = None,
-             **params: Any) -> CostEstimate:
+             known_embeddings: bool = False, **params: Any) -> CostEstimate:
     """What ``explain(model, query, K neighbours, method, side, **params)`` will cost, before it runs: forward and
     backward passes and the seconds they take at this model's measured speed on this machine (a model not run yet
     is timed on 8 passes).
@@ -635,14 +679,21 @@ def estimate(model: SimModel, method: str, k: int = 1, side: str = "both", pair:
     with what it asks for: an upper bound, said so (``upper_bound``). With ``pair`` (the prepared
     :class:`PairContext` of the images to explain; preparing it makes no pass) the count is exact: only the
     unperturbed forwards not in the feature cache, and the superpixels the segmentation returns (segmenting is
-    cheap next to the passes).
+    cheap next to the passes). A query-side run with the neighbours' embeddings known makes one unperturbed
+    forward, the query's (``known_embeddings=True`` without ``pair``; a pair made with them knows it).
 
     >>> estimate(load_model("default"), "rise", k=1).describe()
     'rise: 4,002 forward passes, about 4 min on this machine'
     """
     spec = _method(model, method, side, params)
     k = pair.k if pair is not None else int(k)
-    forward, backward = (k + 1 if pair is None or spec.records_graph else pair.uncached()), 0
+    if spec.records_graph:  # the recorded graph forwards every image, cached or known or not
+        forward = k + 1
+    elif pair is None:
+        forward = 1 if known_embeddings and side == "query" else k + 1
+    else:
+        forward = pair.uncached(side)
+    backward = 0
     exact_later = pair is None and spec.pair_passes is not None
     for s in _sides(spec, side):
         if pair is not None and spec.pair_passes is not None:
@@ -660,7 +711,7 @@ def estimate(model: SimModel, method: str, k: int = 1, side: str = "both", pair:
 def explain(model: SimModel, query: Any, neighbours: Sequence[Any] | Any, method: str = "gradcam",
             side: str = "both", seed: int = 0, batch_size: int | None = None, versus: Sequence[Any] | Any = None,
             progress: Progress | Callable[[Progress], None] | None = None, cancel: CancelToken | None = None,
-            **params: Any) -> Explanation | ContrastExplanation:
+            known_embeddings: Any = None, **params: Any) -> Explanation | ContrastExplanation:
     """Explain why ``query`` matches each of ``neighbours`` with one method.
 
     ``query`` and ``neighbours`` are PIL images, paths or preprocessed (3, S, S) tensors; ``model`` comes from
@@ -676,14 +727,23 @@ def explain(model: SimModel, query: Any, neighbours: Sequence[Any] | Any, method
     ``neighbours`` is the ONE wrong neighbour and the result is a :class:`ContrastExplanation`: the map of each
     margin s(query, wrong) - s(query, right_j) on the query (side "query" or "both") and the usual pair maps on the
     wrong and the right neighbours (side "neighbour" or "both"), see :func:`explain_contrast`.
+
+    ``known_embeddings``: the neighbours' embeddings when they are known, one row per neighbour (with ``versus``:
+    the wrong one, then the right ones), e.g. an index's stored vectors (``index.embeddings[rows]``, made by the same
+    model and preprocessing). A query-side explanation then needs no forward pass of the neighbours (the gradient
+    and closed-form query maps read only their embeddings, a perturbation method scores masked queries against
+    them): one forward, the query's. Sides that draw the neighbours' own maps need their feature maps, so they go
+    forward anyway and the known embeddings are not used (they would save nothing).
     """
     spec = _method(model, method, side, params)
     tracker = _tracker(progress, cancel)
     if versus is not None:
         outer = tracker is not None and tracker.running
-        result = explain_contrast(model, query, neighbours, versus, spec, side, seed, batch_size, params, tracker)
+        result = explain_contrast(model, query, neighbours, versus, spec, side, seed, batch_size, params, tracker,
+                                  known_embeddings)
         return _finish(None if outer else tracker, result)
-    ctx = PairContext(model, query, neighbours, seed=seed, batch_size=batch_size)
+    ctx = PairContext(model, query, neighbours, seed=seed, batch_size=batch_size,
+                      known_embeddings=known_embeddings if side == "query" else None)
     owner = _start(tracker, ctx, method, side, params)
     t0 = time.perf_counter()
     out = run_method(spec, ctx, side, params)
@@ -728,7 +788,7 @@ def _as_list(images: Sequence[Any] | Any) -> list[Any]:
 
 def explain_contrast(model: SimModel, query: Any, wrong: Any, versus: Sequence[Any] | Any, spec: MethodSpec,
                      side: str, seed: int, batch_size: int | None, params: dict[str, Any],
-                     tracker: Progress | None = None) -> ContrastExplanation:
+                     tracker: Progress | None = None, known_embeddings: Any = None) -> ContrastExplanation:
     """The contrastive explanation behind ``explain(..., versus=...)``, for every method that declares a linear
     query map (``register(..., contrast=...)``).
 
@@ -737,8 +797,10 @@ def explain_contrast(model: SimModel, query: Any, wrong: Any, versus: Sequence[A
     replicate F(q) over the 1 + J rows of one backward pass (one extra head evaluation per rival, no backbone
     pass), closed-form methods cost one more einsum row, perturbation methods score the same masked-query passes
     against every neighbour (one matrix product). The query map is taken in the method's linear (signed) form, so
-    the map of the margin is exactly map(q, wrong) - map(q, right_j); the neighbour side runs with the caller's
-    parameters (the usual pair maps).
+    the map of the margin is exactly map(q, wrong) - map(q, right_j), each taken about its "no effect" value (RISE's
+    mean masked score; 0 for the others), so a pixel that does not matter reads ~0; the neighbour side runs with
+    the caller's parameters (the usual pair maps). With ``known_embeddings`` (the neighbours' stored vectors) and
+    ``side="query"`` the neighbours make no forward pass: the contrast costs what the plain query map costs.
     """
     wrongs, rights = _as_list(wrong), _as_list(versus)
     if len(wrongs) != 1:
@@ -750,7 +812,8 @@ def explain_contrast(model: SimModel, query: Any, wrong: Any, versus: Sequence[A
         able = sorted(n for n, s in REGISTRY.items() if s.contrast_params(model) is not None)
         raise ExplainError(f"method {spec.name!r} has no contrastive (margin) map for model {model.spec!r}; "
                            f"use one of {', '.join(able)}")
-    ctx = PairContext(model, query, wrongs + rights, seed=seed, batch_size=batch_size)
+    ctx = PairContext(model, query, wrongs + rights, seed=seed, batch_size=batch_size,
+                      known_embeddings=known_embeddings if side == "query" else None)
     _start(tracker, ctx, spec.name, side, params)
     t0 = time.perf_counter()
     query_params = {**params, **linear}
@@ -760,11 +823,17 @@ def explain_contrast(model: SimModel, query: Any, wrong: Any, versus: Sequence[A
     if q_out is not None:
         pair.params["query_params"] = {"seed": ctx.seed, **q_out.params}
 
-    def margin_maps(maps: np.ndarray | None) -> np.ndarray | None:
-        return None if maps is None else (maps[:1] - maps[1:]).astype(np.float32)
+    def margin_maps(maps: np.ndarray | None, base: np.ndarray | None) -> np.ndarray | None:
+        # each pair map minus its "no effect" value first (RISE: the mean masked score), so the margin map reads ~0
+        # where a pixel does not matter: RISE's E[s_w - s_r | pixel kept] - E[s_w - s_r], not that plus the mean
+        # masked margin everywhere (the baselines of the other methods are 0)
+        if maps is None:
+            return None
+        centred = maps - (0.0 if base is None else np.asarray(base, np.float32).reshape(-1, 1, 1))
+        return (centred[:1] - centred[1:]).astype(np.float32)
 
     sims = pair.similarities
     return ContrastExplanation(method=spec.name, similarities=sims, margins=(sims[0] - sims[1:]).astype(np.float32),
-                               query_maps=margin_maps(pair.query_maps), pair=pair,
+                               query_maps=margin_maps(pair.query_maps, pair.query_baseline), pair=pair,
                                query_params={"seed": ctx.seed, **q_out.params} if side != "neighbour" else {},
-                               cost=ctx.cost, query_feature_maps=margin_maps(pair.query_feature_maps))
+                               cost=ctx.cost, query_feature_maps=margin_maps(pair.query_feature_maps, None))

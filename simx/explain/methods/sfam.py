@@ -44,7 +44,7 @@ def _pool(feats: torch.Tensor, pool: str) -> torch.Tensor:
     return feats.mean(dim=(2, 3)) if pool == "avg" else feats.amax(dim=(2, 3))
 
 
-def channel_importance(metric: str, pa: torch.Tensor, pb: torch.Tensor, ea: torch.Tensor, eb: torch.Tensor,
+def channel_importance(metric: str, pa: torch.Tensor, pb: torch.Tensor | None, ea: torch.Tensor, eb: torch.Tensor,
                        weight: torch.Tensor | None, bias: torch.Tensor | None, variant: str = "share",
                        euclid_importance: str = "gap", tau: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """CIS (K, C) for the map on side a (pooled pa, embeddings ea) against side b, row k with row k, and the
@@ -93,8 +93,12 @@ def attribute(ctx: PairContext, side: str, variant: str = "share", euclid_import
         relu = not (metric != "l2" and variant == "exact")
     relu = bool(relu)
 
-    fq, fn = ctx.query_features.float(), ctx.neighbour_features.float()  # (1, C, h, w), (K, C, h, w)
-    pq, pn = _pool(fq, pool), _pool(fn, pool)
+    # the query side of cosine / ip in embedding space reads only the neighbours' embeddings, not their feature
+    # maps (so it needs no forward of the neighbours when their embeddings are known, e.g. an index's)
+    own_side_only = side == "query" and metric != "l2" and space == "embedding"
+    fq = ctx.query_features.float()  # (1, C, h, w)
+    fn = None if own_side_only else ctx.neighbour_features.float()  # (K, C, h, w)
+    pq, pn = _pool(fq, pool), (None if fn is None else _pool(fn, pool))
     weight = None if weight is None else weight.to(pq)
     bias = None if bias is None else bias.to(pq)
     if space == "embedding":
