@@ -41,6 +41,17 @@ def get_why_not(name: str, query: str, wrong: str, right: str, method: str) -> d
     return _why_not(str(ui.index_root()), name, ui.index_stamp(name), query, wrong, right, method)
 
 
+def announced_cost(index, query: str, wrong: str, right: str, method: str):
+    """What the view will cost before it runs, every pass counted (:func:`simx.explain.contrast.estimate_why_not`
+    on the prepared images, so cached ones are not counted)."""
+    from simx.data import load_image
+    from simx.explain.contrast import estimate_why_not
+    from simx.explain.engine import PairContext
+
+    images = [load_image(index.item(i).path) for i in (query, wrong, right)]
+    return estimate_why_not(index.model, method, pair=PairContext(index.model, images[0], images[1:]))
+
+
 def is_wrong(index, store, name: str, query: str, neighbour: str) -> bool:
     """True when the neighbour is a failure: labelled bad (latest verdict), or sharing no label with the query."""
     from simx.relevance import shares_label
@@ -82,12 +93,12 @@ def contrast_section(name: str, index, store, query: str, neighbour: str, key: s
     method = st.selectbox("Contrast method", methods, key=f"contrast_method_{key}",
                           help="The map of the margin s(query, wrong) - s(query, right) on the query")
     from simx.explain import REGISTRY
-    from simx.explain.engine import estimate
 
     run_key = f"contrast_run_{key}_{query}_{neighbour}_{right}_{method}"
     if REGISTRY[method].kind == "perturbation" and not st.session_state.get(run_key):
-        cost = estimate(index.model, method, k=2, side="both")
-        st.caption(f"{cost.describe()}, plus up to 256 passes for the counterfactual regions.")
+        cost = announced_cost(index, query, neighbour, right, method)
+        st.caption(f"{cost.describe()}: the maps, their faithfulness estimate, the counterfactual regions (which "
+                   "stop at the first region that flips the order) and the grey check.")
         st.button("Run", key=f"contrast_go_{key}", icon=":material/play_arrow:",
                   on_click=lambda: st.session_state.__setitem__(run_key, True))
         return None
@@ -103,6 +114,9 @@ def contrast_section(name: str, index, store, query: str, neighbour: str, key: s
                                                       "the right one; green: the counterfactual region")
     c2.image(view["wrong"], width="stretch", caption=f"wrong {neighbour}: s = {s[0]:.4f}")
     c3.image(view["right"], width="stretch", caption=f"right {right}: s = {s[1]:.4f}")
+    for col, notes in ((c2, view["wrong_notes"]), (c3, view["right_notes"])):
+        for text, warning in notes:  # our own sentences (numbers and fixed words), never user text
+            col.caption(f":red[:material/warning: {text}]" if warning else text)
     l1, l2 = st.columns([1, 2])
     l1.image(view["query_legend"], width="stretch")
     l2.image(view["pair_legend"], width="stretch")

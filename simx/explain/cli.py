@@ -341,8 +341,9 @@ def run(args: argparse.Namespace) -> int:
             if rights:
                 for k, wrong in enumerate(n_imgs):
                     progress = bar.progress(f"{method} {k + 1}/{len(neighbours)}")
+                    known = _stored_embeddings(index, [neighbours[k][0]] + [i for i, _ in rights])
                     results.append(_contrast_one(args, model, method, params[method], q_img, wrong, r_imgs, k,
-                                                 neighbours[k], rights, units > 1, stored, fkw, progress))
+                                                 neighbours[k], rights, units > 1, stored, fkw, progress, known))
             else:
                 results.append(_plain_one(args, model, method, params[method], q_img, n_imgs, neighbours, point,
                                           box, units > 1 or len(neighbours) > 1, stored, fkw,
@@ -436,8 +437,16 @@ def _plain_one(args, model, method, params, q_img, n_imgs, neighbours, point, bo
     return summary
 
 
+def _stored_embeddings(index: Any, ids: list[str | None]) -> Any:
+    """The index's stored vectors of gallery ids (None when one of them is an outside file): a query-side contrast
+    then makes one forward pass, the query's (:func:`simx.explain.explain`'s ``known_embeddings``)."""
+    if any(i is None for i in ids):
+        return None
+    return index.embeddings[[index.position(i) for i in ids]]
+
+
 def _contrast_one(args, model, method, params, q_img, wrong, r_imgs, k, wrong_ref, rights, many, stored,
-                  fkw, progress=None) -> dict:
+                  fkw, progress=None, known=None) -> dict:
     """Why wrong neighbour ``k`` beat the right one(s) with one method: contrast maps, counterfactuals, reading."""
     from .contrast import why_not
     from .contrast_view import contrast_figure
@@ -445,12 +454,13 @@ def _contrast_one(args, model, method, params, q_img, wrong, r_imgs, k, wrong_re
     from .metrics import _jsonable, faithfulness
 
     if args.counterfactual:
+        # steps=0: the CLI scores the pair maps itself below (full curves, or not at all with --no-faithfulness)
         result = why_not(model, q_img, wrong, r_imgs, method=method, seed=args.seed,
-                         wrong_side=args.side != "query", progress=progress, **params)
+                         wrong_side=args.side != "query", progress=progress, steps=0, **params)
         contrast = result.contrast
     else:
         result = contrast = explain(model, q_img, wrong, versus=r_imgs, method=method, side=args.side,
-                                    seed=args.seed, progress=progress, **params)
+                                    seed=args.seed, progress=progress, known_embeddings=known, **params)
     store = bool(args.save_maps)
     summary: dict[str, Any] = {
         "method": method, "wrong": {"id": wrong_ref[0], "path": wrong_ref[1]},

@@ -4,9 +4,10 @@
   store, a neighbour labelled ``good`` is right and one labelled ``bad`` is wrong; otherwise an item is right
   when it carries the query's label. The wrong neighbour is the best-ranked one that is not right, when it ranks
   above the best-ranked right one.
-* :func:`why_not`: the contrastive explanation (:func:`simx.explain.explain` with ``versus``), the counterfactual
-  regions on the query and on the wrong neighbour (:mod:`simx.explain.counterfactual`), the global-colour check,
-  a one-line reading and the label reason it suggests.
+* :func:`why_not`: the contrastive explanation (:func:`simx.explain.explain` with ``versus``), the faithfulness
+  estimate of its pair maps (the cheap estimate every map is shown with), the counterfactual regions on the query
+  and on the wrong neighbour (:mod:`simx.explain.counterfactual`), the global-colour check, a one-line reading and
+  the label reason it suggests; :func:`estimate_why_not` says what all of that costs before it runs.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ import numpy as np
 from ..errors import ExplainError
 from ..models import SimModel
 from .base import ContrastExplanation
-from .counterfactual import Counterfactual, counterfactual, grey_check
-from .engine import explain
+from .counterfactual import GRID, MAX_AREA, Counterfactual, cell_order, counterfactual, grey_check
+from .engine import PairContext, estimate, explain
+from .metrics import ESTIMATE_STEPS, faithfulness
+from .progress import CostEstimate
+from .scored import _rescored_inputs, scoring_passes
 
 #: How deep :func:`propose_right` looks for an item with the query's label.
 SEARCH_DEPTH = 100
@@ -129,6 +133,7 @@ class WhyNot:
     grey: dict[str, Any]
     reading: str
     reason: str | None
+    faithfulness: dict[str, Any] | None = None
 
     @property
     def margin(self) -> float:
@@ -140,7 +145,7 @@ class WhyNot:
                 "query_region": self.query_region.to_dict(with_masks),
                 "wrong_region": None if self.wrong_region is None else self.wrong_region.to_dict(with_masks),
                 "grey": self.grey, "reading": self.reading, "reason": self.reason,
-                "cost": self.contrast.cost.to_dict()}
+                "cost": self.contrast.cost.to_dict(), "faithfulness": self.faithfulness}
 
 
 def _num(v: float, sign: str = "") -> str:
@@ -180,13 +185,45 @@ def suggest_reason(query_region: Counterfactual, grey: dict[str, Any], boxes: np
     return "partial_match"
 
 
+def counterfactual_steps(size: tuple[int, int], grid: int = GRID, max_area: float = MAX_AREA) -> int:
+    """The most regions one counterfactual search tries (one forward each): grown cell by cell up to ``max_area``."""
+    _, labels = cell_order(np.zeros(size), grid)
+    areas = np.sort(np.bincount(labels.ravel(), minlength=grid * grid) / labels.size)
+    return int(np.searchsorted(np.cumsum(areas), max_area + 1e-9, side="right"))
+
+
+def estimate_why_not(model: SimModel, method: str, j: int = 1, pair: PairContext | None = None,
+                     steps: int = ESTIMATE_STEPS, grid: int | None = None, wrong_side: bool = True,
+                     **params: Any) -> CostEstimate:
+    """What :func:`why_not` with ``j`` right neighbours will cost before it runs, every part counted: the
+    contrastive explanation (both sides, :func:`~simx.explain.engine.estimate`), the faithfulness estimate of its
+    1 + j query and 1 + j neighbour pair maps (2 x ``steps`` forwards each, ``faithfulness`` in the result), the
+    counterfactual searches (at most one forward per grown region up to half the image, per side) and the grey
+    check (the 2 + j images in grey). ``pair``: the prepared :class:`~simx.explain.engine.PairContext` of
+    (query, [wrong, *rights]) makes the explanation's and the scoring's counts exact (cached images not counted).
+    The figure is an upper bound: a counterfactual search stops at its first flip."""
+    k = pair.k if pair is not None else 1 + int(j)
+    own = estimate(model, method, k=k, side="both", pair=pair, **params)
+    scoring = scoring_passes(k, ["query", "neighbour"], steps) if steps else 0
+    if scoring and pair is not None:
+        scoring += _rescored_inputs(pair)
+    regions = counterfactual_steps(tuple(model.input_size), GRID if grid is None else grid)
+    searches = regions * (2 if wrong_side else 1)
+    grey = 1 + k
+    forward = own.forward + scoring + searches + grey
+    return CostEstimate(method=method, forward=forward, backward=own.backward,
+                        seconds=(forward + 2 * own.backward) * own.seconds_per_pass,
+                        seconds_per_pass=own.seconds_per_pass, faithfulness=scoring, upper_bound=True)
+
+
 def why_not(model: SimModel, query: Any, wrong: Any, right: Any, method: str = "searchcam", seed: int = 0,
             grid: int | None = None, boxes: np.ndarray | None = None, wrong_side: bool = True,
-            progress: Any = None, **params: Any) -> WhyNot:
+            progress: Any = None, steps: int = ESTIMATE_STEPS, **params: Any) -> WhyNot:
     """The "Why not the right one?" analysis of one failure (see the module docstring). ``right`` may be a list
     (every right neighbour must win for a region to count). ``boxes``: the query's object mask (H, W) at model
     input resolution, when known, for the reason suggestion. ``progress``: the engine's progress of the contrastive
-    explanation (:class:`simx.explain.progress.Progress` or a callback)."""
+    explanation (:class:`simx.explain.progress.Progress` or a callback). ``steps``: insertion/deletion steps of the
+    faithfulness estimate of the pair maps (0: none); :func:`estimate_why_not` counts every pass."""
     rights = list(right) if isinstance(right, (list, tuple)) else [right]
     if not rights:
         raise ExplainError("why_not needs at least one right neighbour")
@@ -200,5 +237,7 @@ def why_not(model: SimModel, query: Any, wrong: Any, right: Any, method: str = "
     if wrong_side and exp.pair.neighbour_maps is not None:
         w_region = counterfactual(model, query, wrong, rights, exp.pair.neighbour_maps[0], side="wrong", **kw)
     grey = grey_check(model, query, wrong, rights)
+    scores = faithfulness(exp.pair, model, steps=int(steps)) if steps else None
     return WhyNot(contrast=exp, query_region=q_region, wrong_region=w_region, grey=grey,
-                  reading=reading(exp, q_region, grey), reason=suggest_reason(q_region, grey, boxes))
+                  reading=reading(exp, q_region, grey), reason=suggest_reason(q_region, grey, boxes),
+                  faithfulness=scores)

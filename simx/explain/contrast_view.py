@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..render import format_value, legend, overlay, shared_limit
+from ..render.panels import faithfulness_notes
 from .base import ContrastExplanation
 
 #: Colour of the outline of a counterfactual region (green: neither end of the red/blue map colours).
@@ -53,7 +54,8 @@ def _parts(result: Any) -> tuple[ContrastExplanation, Any, Any]:
 
 
 def contrast_panels(result: Any, j: int = 0, per_map: bool = False) -> dict[str, Any]:
-    """The pictures of rival ``j``: ``query``, ``wrong``, ``right`` (uint8 (H, W, 3)), their legends and limits.
+    """The pictures of rival ``j``: ``query``, ``wrong``, ``right`` (uint8 (H, W, 3)), their legends and limits,
+    and the faithfulness lines of the two pair maps (``wrong_notes``, ``right_notes``: (text, warning) pairs).
 
     ``result`` is a :class:`~simx.explain.contrast.WhyNot` (regions outlined) or a :class:`ContrastExplanation`.
     The margin map has its own scale (it is a difference of similarities); the two pair maps share one, unless
@@ -81,6 +83,9 @@ def contrast_panels(result: Any, j: int = 0, per_map: bool = False) -> dict[str,
         "query": query, "wrong": wrong, "right": right, "query_limit": q_limit, "pair_limit": p_limit,
         "query_legend": legend(q_limit, q_base, low="for the right one", high="for the wrong one"),
         "pair_legend": legend(p_limit, w_base, per_map=per_map),  # values of the wrong one's map
+        # the faithfulness estimate of each pair map (kept on the pair by why_not), as (text, warning) lines
+        "wrong_notes": [(n.text, n.warning) for n in faithfulness_notes(c.pair, "neighbour", 0)],
+        "right_notes": [(n.text, n.warning) for n in faithfulness_notes(c.pair, "neighbour", 1 + j)],
     }
 
 

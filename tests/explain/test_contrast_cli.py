@@ -155,3 +155,16 @@ def test_pass_bar_follows_the_engine_progress(monkeypatch, random_images, capsys
     bar.close()
     assert explain_cli.PassBar(argparse.Namespace(quiet=True), slow=True).progress("x") is None
     assert explain_cli.PassBar(argparse.Namespace(quiet=False), slow=False).progress("x") is None
+
+
+def test_query_side_versus_reads_the_stored_embeddings(tiny_index, capsys):
+    # gallery ids: the wrong and the right neighbours' vectors come from the index, so the query alone goes forward
+    from simx.explain import FEATURE_CACHE
+
+    FEATURE_CACHE.clear()
+    code, out, err = _run(["tiny", "a/0.png", "b/0.png", "--versus", "a/1.png", "-m", "gradcam", "--side", "query",
+                           "--no-counterfactual", "--no-faithfulness", "--json", "--root", str(tiny_index)], capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["cost"]["forward"] == 1 and d["cost"]["backward"] == 1
+    assert d["margins"][0] == pytest.approx(d["similarities"][0] - d["similarities"][1], abs=1e-6)

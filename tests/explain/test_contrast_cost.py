@@ -113,3 +113,28 @@ def test_rise_contrast_map_reads_zero_where_pixels_do_not_matter(planted_model, 
     assert abs(offset) > 0.5 * peak  # what the uncentred map carried everywhere: the test can tell the two apart
     box = m[y0:y1, x0:x1]
     assert np.abs(box).mean() > 3 * np.abs(far).mean()
+
+
+def test_why_not_estimate_counts_every_pass_faithfulness_included(random_images):
+    from simx.explain.contrast import estimate_why_not, why_not
+    from simx.explain.metrics import ESTIMATE_STEPS
+    from simx.models.toy import tiny_gap
+
+    from .test_contrast import A, B, C, D, _scene
+
+    model = tiny_gap()
+    q, wrong, right = _scene(A, B), _scene(B, C), _scene(A, D)  # the planted failure: the wrong one shares B
+    FEATURE_CACHE.clear()
+    pair = PairContext(model, q, [wrong, right])
+    announced = estimate_why_not(model, "searchcam", pair=pair, grid=4)
+    assert announced.faithfulness == 2 * ESTIMATE_STEPS * 4 and announced.upper_bound
+    assert estimate_why_not(model, "searchcam", j=1, grid=4).forward == announced.forward  # nothing cached
+    calls = _count_backbone(model)  # after the estimate (a first estimate times the model: not the run's passes)
+    w = why_not(model, q, wrong, right, method="searchcam", grid=4)
+    regions = 8  # 4 x 4 cells, grown up to half the image
+    assert w.query_region.margin_before > 0 and w.query_region.forwards > 0
+    unused = 2 * regions - w.query_region.forwards - w.wrong_region.forwards
+    assert sum(calls) == announced.forward - unused  # every image that went forward was announced
+    f = w.faithfulness
+    assert f["cost"]["forward"] == announced.faithfulness and len(f["neighbour"]["insertion"]) == 2
+    assert w.to_dict()["faithfulness"] is f
