@@ -442,10 +442,11 @@ def explanation_with_progress(name: str, query: str, neighbour: str, method: str
     token = CancelToken()
     progress = Progress(token=token)
     outcome: dict[str, Any] = {}
+    data = uploaded_bytes(query)  # read here: the worker thread has no session (an upload's bytes live there)
 
     def work() -> None:
         try:
-            outcome["view"] = explanation(*args, _data=uploaded_bytes(query), _progress=progress,
+            outcome["view"] = explanation(*args, _data=data, _progress=progress,
                                           with_estimate=with_estimate)
         except BaseException as exc:  # noqa: BLE001 - handed to the script thread, which shows it
             outcome["error"] = exc

@@ -218,11 +218,33 @@ def method_rows(query: str, neighbour: str, chosen: list[str], alpha: float, per
     return views
 
 
+#: The saliency SANE matches attribute maps against unless the URL says otherwise: RISE, the paper's black-box
+#: choice (methods.md 4.4). Its 500 masks per side cost minutes on a loaded 2-core CPU (about 250 s measured with
+#: the default model at load 18), so the panel offers every first-order method; gradcam takes seconds.
+SANE_SALIENCY = "rise"
+
+
+def sane_saliency() -> str:
+    """The saliency method of the SANE panel (``?sane_saliency=``; a picker, except in presentation mode)."""
+    options = ui.method_groups()["first-order"]
+    chosen = ui.qp("sane_saliency", SANE_SALIENCY)
+    chosen = chosen if chosen in options else SANE_SALIENCY
+    if present or chosen not in options:
+        return chosen
+    ui.follow_url("sane_saliency", chosen)
+    return st.selectbox("Saliency matched against", options, key="sane_saliency",
+                        help="SANE ranks the shared attributes by how well their maps match this method's saliency "
+                             "map; RISE (the paper's choice) is the slowest, gradcam takes seconds.",
+                        on_change=lambda: ui.set_qp(sane_saliency=None if st.session_state["sane_saliency"] ==
+                                                    SANE_SALIENCY else st.session_state["sane_saliency"]))
+
+
 def sane_panel(query: str, neighbour: str, alpha: float) -> dict | None:
     if "sane" not in ui.methods():
         return None
     flag = f"sane_{pair_key(query, neighbour)}"
     with st.expander("Attributes (SANE): which shared attribute explains the match", expanded=True):
+        saliency = sane_saliency()
         if ui.qp("sane") != "1":  # in the URL: a link (and Back) reopens the pair with its SANE panel
             if not present:
                 st.button("Run SANE", key=f"btn_{flag}", icon=":material/label_important:",
@@ -235,7 +257,8 @@ def sane_panel(query: str, neighbour: str, alpha: float) -> dict | None:
         try:
             source = index_attributes(index)
             with st.spinner("Running SANE (attribute maps, saliency and ranking)..."):
-                view = ui.get_explanation(name, query, neighbour, "sane", source.params, with_estimate=False)
+                view = ui.get_explanation(name, query, neighbour, "sane", {**source.params, "saliency": saliency},
+                                          with_estimate=False)
         except SimxError as exc:
             st.info(f"SANE is not available for this pair: {exc}", icon=":material/info:")
             return None
