@@ -20,7 +20,8 @@ import pytest
 from markupsafe import escape
 
 from tests.e2e.test_browser import CHROMIUM, free_port, start_server, stop_server
-from tests.e2e.test_every_control import choose, page, settled, shown_neighbours, wait_param, wait_text  # noqa: F401
+from tests.e2e.test_every_control import page  # noqa: F401 - the fixture: one browser page per test
+from tests.e2e.test_every_control import (choose, settled, shown_neighbours, until_shown, wait_param)
 from tests.real_demo import private_copy
 
 pytestmark = [pytest.mark.e2e,
@@ -199,7 +200,7 @@ def test_review_queue_skip_back_and_reason_field(server, page):
     page.locator("[data-testid='simxReviewKeys']").wait_for(state="attached")
     settled(page)
 
-    def shown() -> tuple[str, str]:
+    def shown(page) -> tuple[str, str]:
         texts = page.locator("[data-stale='false'] [data-testid='stText']").filter(has_text="labels:")
         q, n = texts.all_inner_texts()[:2]
         return q.split("\n")[0], n.split("\n")[0]
@@ -213,36 +214,35 @@ def test_review_queue_skip_back_and_reason_field(server, page):
         page.evaluate("() => document.activeElement && document.activeElement.blur()")
         page.keyboard.press(key)
 
-    progress(0)
-    assert shown() == pairs[0]
+    def at(pair: tuple[str, str], done: int) -> None:
+        """The queue shows ``pair`` with ``done`` pairs of the queue labelled or skipped."""
+        progress(done)
+        assert until_shown(page, shown, pair) == pair
+
+    at(pairs[0], 0)
     # S skips: the next pair, nothing saved
     press("s")
-    progress(1)
-    assert shown() == pairs[1]
+    at(pairs[1], 1)
     assert labels.count(index=INDEX, user=user) == 0
-    # Left goes back to the skipped pair
+    # Left goes back to the skipped pair (it still counts as skipped until it gets a verdict)
     press("ArrowLeft")
-    progress(0)
-    assert shown() == pairs[0]
+    at(pairs[0], 1)
     assert labels.count(index=INDEX, user=user) == 0
-    # the reason field: B saves the pair as bad with the reason chosen there
+    # the reason field: B saves the pair as bad with the reason chosen there, and the queue moves on
     reason = "wrong_category"
     choose(page, "review_reason", REASONS[reason])
     press("b")
-    progress(1)
+    at(pairs[1], 1)
     rows = labels.list(index=INDEX, user=user)
     assert [(r.query_id, r.neighbour_id, r.verdict, r.reason) for r in rows] == [(*pairs[0], "bad", reason)]
-    assert shown() == pairs[1]
-    # the reason stays chosen for the next B; G saves no reason; Left then shows the labelled pair again
+    # the reason stays chosen for the next B; G saves no reason
     press("g")
-    progress(2)
+    at(pairs[2], 2)
     press("b")
-    progress(3)
+    at(pairs[3], 3)
     got = {(r.query_id, r.neighbour_id): (r.verdict, r.reason) for r in labels.list(index=INDEX, user=user)}
     assert got == {pairs[0]: ("bad", reason), pairs[1]: ("good", None), pairs[2]: ("bad", reason)}
+    # Left shows the last labelled pair again; going back deletes nothing
     press("ArrowLeft")
-    page.wait_for_function("(q) => [...document.querySelectorAll('[data-stale=\"false\"] [data-testid=\"stText\"]')]"
-                           ".some(t => t.innerText.startsWith(q))", arg=pairs[2][1])
-    settled(page)
-    assert shown() == pairs[2]
-    assert labels.count(index=INDEX, user=user) == 3  # going back deletes nothing
+    at(pairs[2], 3)
+    assert labels.count(index=INDEX, user=user) == 3
