@@ -98,14 +98,14 @@ def failing_pairs(items, index, limit: int, first: int = 0) -> list[tuple]:
     by_id = {it.id: it for it in items}
     out = []
     for it in items:
+        if len(out) >= first + limit:
+            break
         hits = index.search_id(it.id, k=DEPTH)
         if not hits or objects(by_id[hits[0].id]) & objects(it):
             continue
         right = next((h for h in hits[1:] if objects(by_id[h.id]) & objects(it)), None)
         if right is not None:
             out.append((it, by_id[hits[0].id], by_id[right.id]))
-        if len(out) >= first + limit:
-            break
     return out[first:]
 
 
