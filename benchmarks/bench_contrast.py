@@ -161,13 +161,16 @@ def passes(model, method: str, side: str, k: int, known: bool) -> int:
     return estimate(model, method, k=k, side=side, known_embeddings=known).passes
 
 
-def run_pair(model, index, triple, rng, fill, methods, cf_methods, repeats: int) -> dict:
+def run_pair(model, index, triple, rng, fill, methods, cf_methods, repeats: int, quality: bool = True) -> dict:
+    """One failing pair: the timed cost (``repeats`` > 0) and, with ``quality``, the deletion flips and the
+    counterfactuals (counts that do not depend on the machine's load; ``--only`` splits the two)."""
     q_item, w_item, r_item = triple
     q, w, r = (load_image(it.path) for it in triple)
     stored = index.embeddings[[index.position(w_item.id), index.position(r_item.id)]]
     ctx = PairContext(model, q, [w, r])
     margin0 = float(ctx.similarities()[0] - ctx.similarities()[1])
-    out = {"query": q_item.id, "wrong": w_item.id, "right": r_item.id, "margin": margin0, "methods": {}}
+    out = {"query": q_item.id, "wrong": w_item.id, "right": r_item.id, "margin": margin0, "methods": {},
+           "quality": quality}
     oracle = oracle_keep(model, q_item, r_item, model.input_size)
     out["flippable"] = bool(oracle is not None and margins_under(ctx, torch.from_numpy(oracle[None]), fill)[0] < 0)
     out["background_flips"] = bool(margins_under(
@@ -191,6 +194,9 @@ def run_pair(model, index, triple, rng, fill, methods, cf_methods, repeats: int)
         if repeats:
             t_plain, t_con = statistics.median(times_plain), statistics.median(times_con)
             res["cost"] = {"ratio": t_con / t_plain, "seconds": (t_con, t_plain)}
+        out["methods"][method] = res
+        if not quality:
+            continue
         maps = [contrast.query_maps[0], plain.query_maps[0], random_map]
         m = margins_under(ctx, top_fraction_keep(maps, FRACTIONS), fill).reshape(3, len(FRACTIONS))
         res["flips"] = {name: [bool(v < 0) for v in row] for name, row in zip(("contrast", "plain", "random"), m)}
@@ -198,7 +204,6 @@ def run_pair(model, index, triple, rng, fill, methods, cf_methods, repeats: int)
             cf = counterfactual(model, q, w, [r], contrast.query_maps[0], side="query", fill=fill)
             res["counterfactual"] = {"found": cf.found, "area": cf.area, "forwards": cf.forwards,
                                      "margin_after": cf.margin_after}
-        out["methods"][method] = res
     return out
 
 
@@ -207,19 +212,21 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
-def summarise(rows: list[dict]) -> dict:
+def summarise(all_rows: list[dict]) -> dict:
+    rows = [r for r in all_rows if r.get("quality", True)]
     out = {"pairs": len(rows), "flippable": sum(r["flippable"] for r in rows),
            "background": sum(r["background_flips"] and not r["flippable"] for r in rows),
            "neither": sum(not r["background_flips"] and not r["flippable"] for r in rows), "methods": {}}
     for method in METHODS:
         done = [(r, r["methods"][method]) for r in rows if method in r["methods"]]
+        costs = [r["methods"][method]["cost"] for r in all_rows
+                 if method in r["methods"] and "cost" in r["methods"][method]]
         if not done:
             continue
         res = [x for _, x in done]
         flips = {name: [sum(x["flips"][name][i] for x in res) for i in range(len(FRACTIONS))]
                  for name in ("contrast", "plain", "random")}
         cfs = [(r, x["counterfactual"]) for r, x in done if "counterfactual" in x]
-        costs = [x["cost"] for x in res if "cost" in x]
         out["methods"][method] = {
             "n": len(res), "flips": flips,
             "cf_n": len(cfs), "cf_found": sum(c["found"] for _, c in cfs),
@@ -306,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each explanation per cost pair")
     ap.add_argument("--cf-methods", default="searchcam,gradcam", help="methods whose contrast map seeds a "
                     "counterfactual search")
+    ap.add_argument("--only", choices=("cost", "quality"), default=None, help="run the timed cost only (the "
+                    "first --cost-pairs pairs) or the load-independent counts only (flips, counterfactuals)")
     ap.add_argument("--quick", action="store_true", help="40 scenes, 3 pairs per gallery")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--work", default=None, help="folder for the galleries, kept between runs (default: a new "
@@ -330,14 +339,16 @@ def main(argv: list[str] | None = None) -> int:
         items, index = gallery(variant, args.scenes, tmp)
         model = index.model
         fill = removal_fill(model)
-        pairs = failing_pairs(items, index, args.pairs, args.first)
+        limit = min(args.pairs, max(0, args.cost_pairs - args.first)) if args.only == "cost" else args.pairs
+        pairs = failing_pairs(items, index, limit, args.first)
         log(f"{variant}: {len(pairs)} failing pairs from #{args.first}")
         rows = []
         cf_methods = set(args.cf_methods.split(","))
         for i, triple in enumerate(pairs, start=args.first):
             methods = [m for m in METHODS if m != "sbsm" or i < args.slow_pairs]
+            timed_pair = i < args.cost_pairs and args.only != "quality"
             rows.append(run_pair(model, index, triple, rng, fill, methods, cf_methods,
-                                 args.repeats if i < args.cost_pairs else 0))
+                                 args.repeats if timed_pair else 0, quality=args.only != "cost"))
             log(f"  {variant} pair {i + 1}")
         summaries[f"{variant} scenes"] = summarise(rows)
         everything[variant] = rows
