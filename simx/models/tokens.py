@@ -17,9 +17,9 @@ there; pytorch-grad-cam's ViT recipe explains ``blocks[-1].norm1`` for the same 
 ``stages.2`` (Swin) picks another layer; position embeddings are built for the index's input size (absolute ones
 are resampled when a checkpoint was trained at another size, rotary ones are computed for the grid at hand).
 
-Attention recording (for attention-based explanations): ``head(F, attention=list)`` appends every later block's
-attention probabilities (B, heads, T, T) with their autograd graph, computed explicitly instead of by the fused
-kernel while recording. Families whose attention is windowed (Swin) report ``global_attention = False``.
+Attention recording (for attention-based explanations): ``head(F, attention=list)`` appends a record of every later
+block's attention with its autograd graph (:mod:`simx.models.attention_record`: the fused kernel's output A V for
+timm's plain attention, the explicitly computed probabilities (B, heads, T, T) elsewhere). Families whose attention is windowed (Swin) report ``global_attention = False``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelSpecError, SimxError
+from .attention_record import can_replay, fused_recording_forward
 from .base import LinearHead, Preprocessing, SimModel
 from .tokenmap import TokenMap, plain, prefix_of
 
@@ -79,22 +80,30 @@ class TokenLayout:
 # -- attention recording ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def recording(attn_modules: list[nn.Module], sink: list | None):
-    """While active, timm attention modules compute their softmax explicitly and append it (with its graph) to sink."""
+    """While active, timm attention modules append their attention to sink: plain ``Attention`` (ViT, DeiT, DINOv2,
+    SigLIP) as a :class:`~simx.models.attention_record.SoftmaxAttention` computed by the fused kernel, others (EVA)
+    their softmax computed explicitly, with its graph."""
     if sink is None:
         yield
         return
-    handles, fused = [], []
+    handles, fused, replayed = [], [], []
     for mod in attn_modules:
+        if can_replay(mod):  # fused kernel, A V recorded (simx.models.attention_record)
+            mod.forward = fused_recording_forward(mod, sink)
+            replayed.append(mod)
+            continue
         drop = getattr(mod, "attn_drop", None)
         if drop is None or not hasattr(mod, "fused_attn"):
             raise SimxError(f"attention module {type(mod).__name__} cannot record its attention map")
-        fused.append(mod.fused_attn)
+        fused.append((mod, mod.fused_attn))
         mod.fused_attn = False
         handles.append(drop.register_forward_hook(lambda _m, _i, out: sink.append(out)))
     try:
         yield
     finally:
-        for mod, was in zip(attn_modules, fused):
+        for mod in replayed:
+            del mod.forward  # back to the class's forward
+        for mod, was in fused:
             mod.fused_attn = was
         for h in handles:
             h.remove()

@@ -133,6 +133,27 @@ def test_attngrad_all_pairs_at_once_equal_one_pair_at_a_time(images):
     assert not np.allclose(both.query_feature_maps[0], both.query_feature_maps[1])  # each pair its own target
 
 
+@pytest.mark.parametrize("family", ["vit_cls", "vit_registers", "vit_mean"])
+def test_attngrad_fused_attention_record_equals_the_explicit_softmax(family, images, monkeypatch):
+    """timm's plain attention is recorded as the fused kernel's A V (dS/dA = dS/dO V^T): the maps are those of the
+    explicit softmax in the graph."""
+    from simx.models import tokens
+    from simx.models.attention_record import SoftmaxAttention
+
+    model = FAMILIES[family]()
+    sink: list = []
+    with torch.no_grad(), tokens.recording([model.net.blocks[0].attn], sink):
+        model.net.blocks[0].attn(torch.randn(1, 5, 32))
+    assert isinstance(sink[0], SoftmaxAttention)  # the fused path is the one taken
+    fused = explain(model, images[0], images[1:], method="attngrad")
+    monkeypatch.setattr(tokens, "can_replay", lambda mod: False)
+    explicit = explain(model, images[0], images[1:], method="attngrad")
+    for side in ("query", "neighbour"):
+        a, b = getattr(fused, f"{side}_feature_maps"), getattr(explicit, f"{side}_feature_maps")
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+    np.testing.assert_allclose(fused.similarities, explicit.similarities, atol=1e-6)
+
+
 def test_attngrad_rollout_formula_on_one_block():
     from simx.explain.methods.attngrad import rollout
 

@@ -25,7 +25,9 @@ no second forward. The neighbour side differentiates sum_k s(x, y_k) (x's embedd
 through the neighbours' graph: s_k only depends on y_k's attention, so each image's gradients are its own pair's.
 The query side takes the K gradients d s(x, y_k) / d A_l(x) in one *batched* backward through the query's graph
 (``is_grads_batched``, a vmap over the K cotangents), falling back to K backward calls on ops without a batching
-rule (counted either way). The readout row of the rollout is pushed through the blocks as a vector (T^2 per block,
+rule (counted either way). timm's plain attention blocks (ViT, DeiT, DINOv2, SigLIP) are recorded through the fused
+attention kernel: the graph holds O = A V, and dS/dA = (dS/dO) V^T with A formed once without the graph
+(:mod:`simx.models.attention_record`), instead of an explicit softmax back-propagated through. The readout row of the rollout is pushed through the blocks as a vector (T^2 per block,
 not the T^3 of forming R). So a pair costs K + 1 forwards with the graph and 2 backward calls; unlike gradcam it
 backpropagates through every block, which is the price of seeing how attention routed the evidence (measured in
 docs/benchmarks.md, issue 13).
@@ -38,6 +40,7 @@ from __future__ import annotations
 import torch
 
 from ...errors import ExplainError, SimxError
+from ...models.attention_record import graph_targets, probabilities_and_gradients
 from ..base import MethodOutput, register
 from ..engine import PairContext
 from .gradcam import row_similarity
@@ -82,10 +85,11 @@ def read_rollout(readout: torch.Tensor, attn: list[torch.Tensor], grads: list[to
 
 
 def _maps(ctx: PairContext, attn, grads, grid) -> torch.Tensor:
-    t = attn[0].shape[-1] if attn else 0
-    n = grads[0].shape[0] if grads else 0
+    if not attn:
+        raise ExplainError("attngrad: the model recorded no attention maps")
+    t, n = attn[0].shape[-1], grads[0].shape[0]
     # the readout is linear in the rows of R: its weights are the readout of the identity
-    weights = ctx.model.readout(torch.eye(t, device=grads[0].device).expand(n, t, t)) if attn else None
+    weights = ctx.model.readout(torch.eye(t, device=grads[0].device).expand(n, t, t))
     relevance = read_rollout(weights, attn, grads)  # (B, T)
     p = ctx.model.num_prefix_tokens
     return relevance[:, p:].reshape(-1, *grid)
@@ -101,32 +105,35 @@ def _recorded(ctx: PairContext, which: str):
 
 
 def neighbour_maps(ctx: PairContext) -> torch.Tensor:
-    emb, attn, grid = _recorded(ctx, "neighbours")
+    emb, records, grid = _recorded(ctx, "neighbours")
     other = ctx.query_embedding.detach().expand(ctx.k, -1).float()
     with torch.enable_grad():
         total = row_similarity(ctx.model, emb.float(), other).sum()
-    grads = ctx.backward(total, attn)
+    grads = ctx.backward(total, graph_targets(records))
     ctx.release("neighbours")
-    return _maps(ctx, [a.detach() for a in attn], grads, grid)
+    attn, dattn = probabilities_and_gradients(records, grads)
+    return _maps(ctx, attn, dattn, grid)
 
 
 def query_maps(ctx: PairContext) -> torch.Tensor:
-    emb, attn, grid = _recorded(ctx, "query")
+    emb, records, grid = _recorded(ctx, "query")
+    targets = graph_targets(records)
     with torch.enable_grad():
         sims = ctx.model.similarity(emb.float(), ctx.neighbour_embeddings.detach().float())[0]  # (K,)
     eye = torch.eye(ctx.k, device=sims.device, dtype=sims.dtype)
     ctx.check_cancelled()
     try:
-        grads = torch.autograd.grad(sims, attn, grad_outputs=eye, is_grads_batched=True, retain_graph=True)
+        grads = torch.autograd.grad(sims, targets, grad_outputs=eye, is_grads_batched=True, retain_graph=True)
         ctx.count(backward=1)
-        grads = [g[:, 0] for g in grads]  # (K, heads, T, T): row k is d s_k / d A_l(x)
+        grads = [g[:, 0] for g in grads]  # row k is d s_k / d target_l(x)
     except RuntimeError:  # an op without a batching rule: one backward per neighbour
-        per_k = [torch.autograd.grad(sims[k], attn, retain_graph=True) for k in range(ctx.k)]
+        per_k = [torch.autograd.grad(sims[k], targets, retain_graph=True) for k in range(ctx.k)]
         ctx.count(backward=ctx.k)
-        grads = [torch.cat([g[layer] for g in per_k]) for layer in range(len(attn))]
+        grads = [torch.cat([g[layer] for g in per_k]) for layer in range(len(targets))]
     ctx.release("query")
-    attn = [a.detach().expand(ctx.k, *a.shape[1:]) for a in attn]
-    return _maps(ctx, attn, grads, grid)
+    attn, dattn = probabilities_and_gradients(records, grads)  # (1, ...) and (K, heads, T, T): row k for pair k
+    attn = [a.expand(ctx.k, *a.shape[1:]) for a in attn]
+    return _maps(ctx, attn, dattn, grid)
 
 
 def passes(k: int, side: str, size: tuple[int, int], params: dict) -> tuple[int, int]:
