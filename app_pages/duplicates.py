@@ -46,8 +46,8 @@ others = ["(none: within this index)"] + [e["name"] for e in ui.list_indexes() i
 across = st.sidebar.selectbox("Leaks into another index", others, key="dup_across",
                               help="Items of this index with a near-duplicate in the other (e.g. test vs train).")
 other = None if across == others[0] else across
-st.caption("FAISS range search over the stored embeddings (exact up to 50k items, IVF-SQ8 with exact re-scoring "
-           "above): no all-pairs matrix, so it runs on millions of images. `simx duplicates` does the same from "
+st.caption("FAISS range search over the stored embeddings (exact up to 50k items; above, an IVF search on a 64-d "
+           "PCA projection, which never lengthens a distance, with exact re-scoring): no all-pairs matrix, so it runs on millions of images. `simx duplicates` does the same from "
            "the command line.")
 try:
     res = _duplicates(str(ui.index_root()), name, ui.index_stamp(name), float(threshold), other,

@@ -4,10 +4,18 @@ Every stored embedding asks a range query "which vectors score at least ``thresh
 search structure over the target embeddings (the index itself, or ``other`` for leaks):
 
 * up to :data:`EXACT_MAX` vectors an exact ``IndexFlat``;
-* above, an IVF index with 8-bit scalar codes (1 byte per dimension, so 1M 1280-d vectors take 1.3 GB instead
-  of 5 GB) probed in ``nprobe`` lists. Near-duplicates are nearly the same vector, so they fall into the same or a
-  neighbouring list; the range is widened by :data:`SQ8_MARGIN` for the codes' rounding and every candidate is
-  re-scored exactly from the stored (memory-mapped) embeddings before the threshold applies.
+* above it, for cosine and l2 indexes, an IVF index (4 x sqrt(n) lists, ``nprobe`` probed) over a PCA
+  projection of the vectors to :data:`PROJECTED_DIMS` dimensions, searched by squared L2 distance. The projection
+  is orthonormal, so it never lengthens a distance: with unit vectors, cosine >= t is distance^2 <= 2 - 2t, and
+  every pair within that radius in the full space is within it after projecting (no pair is lost to the
+  projection, only to unprobed lists). Near-duplicates are nearly the same vector, so they fall into the same or a
+  neighbouring list. 64 of 1280 dimensions make the scan 20x cheaper and the structure 256 MB per million
+  vectors; at 1M the whole search takes minutes where the former IVF-SQ8 scan of all 1280 dims took ~30 min
+  (benchmarks/bench_scale.py, docs/benchmarks.md);
+* above it, for inner-product indexes (whose scores a projection does not bound), an IVF index with 8-bit
+  scalar codes probed in ``nprobe`` lists, the range widened by :data:`SQ8_MARGIN` for the codes' rounding.
+
+Every candidate is re-scored exactly from the stored (memory-mapped) embeddings before the threshold applies.
 
 Queries run in batches, so memory holds one batch of results. Pairs are grouped with union-find (a group is a
 connected set of near-identical items). Scores follow simx's convention (higher = more similar: cosine / inner
@@ -30,13 +38,22 @@ from .search import Index
 #: Default similarity threshold for cosine indexes: resized and re-encoded copies of an image score above it with
 #: the default model, distinct demo images below (tests/index/test_duplicates.py, docs/benchmarks.md).
 DEFAULT_THRESHOLD = 0.95
-#: Largest target searched exactly (Flat); above it an IVF-SQ8 structure with exact re-scoring.
+#: Largest target searched exactly (Flat); above it an IVF structure with exact re-scoring.
 EXACT_MAX = 50_000
 #: How far below the threshold SQ8 scores are still re-scored (their rounding error is far smaller).
 SQ8_MARGIN = 0.02
+#: Dimensions of the projection the cosine / l2 structure searches in (PCA: an orthonormal projection, so a
+#: distance never grows and no pair within the radius is lost; 64 dims cut the scan 20x for 1280-d vectors).
+PROJECTED_DIMS = 64
+#: Training points per IVF list (k-means of 10 iterations).
+TRAIN_PER_LIST = 32
 #: Queries per range-search batch.
 BATCH = 2048
 PAIR_COLUMNS = ["a", "b", "score"]
+#: How each structure is named in the results.
+METHODS = {"exact": "exact range search (Flat)",
+           "projected": f"IVF range search on a {PROJECTED_DIMS}-d PCA projection + exact re-scoring",
+           "sq8": "IVF-SQ8 range search + exact re-scoring"}
 
 
 @dataclass
@@ -63,8 +80,9 @@ class DuplicateResult:
                 "groups": self.groups, "leaked": self.leaked}
 
 
-def _structure(vectors: np.ndarray, metric: str, nprobe: int):
-    """The range-search structure over ``vectors`` and whether its scores need exact re-scoring."""
+def _structure(vectors: np.ndarray, metric: str, nprobe: int) -> tuple[Any, str]:
+    """The range-search structure over ``vectors`` and its kind: ``exact`` (Flat), ``projected`` (cosine and l2
+    above :data:`EXACT_MAX`) or ``sq8`` (inner product above it); see the module docstring."""
     import faiss
 
     n, d = vectors.shape
@@ -73,26 +91,51 @@ def _structure(vectors: np.ndarray, metric: str, nprobe: int):
         flat = faiss.IndexFlat(d, fmetric)
         for s in range(0, n, 65536):
             flat.add(np.ascontiguousarray(vectors[s : s + 65536], dtype=np.float32))
-        return flat, False
-    nlist = int(min(max(64, min(65536, 2 ** round(np.log2(np.sqrt(n))))), max(1, n // 8)))
-    ivf = faiss.index_factory(d, f"IVF{nlist},SQ8", fmetric)
-    faiss.extract_index_ivf(ivf).cp.niter = 10
-    rows = np.sort(np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False))
-    ivf.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+        return flat, "exact"
+    rows = np.sort(np.random.default_rng(0).choice(n, min(n, max(TRAIN_PER_LIST * _lists(n, metric), 65536)),
+                                                   replace=False))
+    dims = min(d, PROJECTED_DIMS, len(rows))
+    if metric == "ip":  # inner products do not survive a projection: 8-bit codes of every dimension
+        index = faiss.index_factory(d, f"IVF{_lists(n, metric)},SQ8", fmetric)
+        kind = "sq8"
+    else:
+        inner = faiss.IndexIVFFlat(faiss.IndexFlatL2(dims), dims, _lists(n, metric))
+        index = inner if dims == d else faiss.IndexPreTransform(faiss.PCAMatrix(d, dims), inner)
+        kind = "projected"
+    ivf = faiss.extract_index_ivf(index)
+    ivf.cp.niter = 10
+    index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
     for s in range(0, n, 65536):
-        ivf.add(np.ascontiguousarray(vectors[s : s + 65536], dtype=np.float32))
-    faiss.extract_index_ivf(ivf).nprobe = int(min(nprobe, nlist))
-    return ivf, True
+        index.add(np.ascontiguousarray(vectors[s : s + 65536], dtype=np.float32))
+    ivf.nprobe = int(min(nprobe, ivf.nlist))
+    return index, kind
+
+
+def _lists(n: int, metric: str) -> int:
+    """IVF lists: about 4 sqrt(n) for the projected structure (short lists: each query scans nprobe of them),
+    2 sqrt(n) for 8-bit codes; a power of two, at least 64 and at most n / 8."""
+    per = 2.0 if metric == "ip" else 4.0
+    return int(min(max(64, 2 ** round(np.log2(per * np.sqrt(n)))), max(1, n // 8)))
+
+
+def _radius(kind: str, metric: str, threshold: float) -> float:
+    """The FAISS range radius that keeps every pair scoring at least ``threshold`` (and some below it).
+
+    FAISS keeps inner products > radius, or squared L2 distances < radius (simx's l2 score is minus that). The
+    projected structure measures squared L2 distances after an orthonormal projection, which never grow, so
+    ``2 - 2 * threshold`` (cosine of unit vectors) or ``-threshold`` (l2) loses no pair; 8-bit codes widen the
+    range by :data:`SQ8_MARGIN`; a tiny epsilon keeps scores equal to the threshold."""
+    if kind == "projected":
+        return (2.0 - 2.0 * threshold if metric == "cosine" else -threshold) + 1e-4
+    margin = (SQ8_MARGIN if kind == "sq8" else 0.0) + 1e-6
+    return -threshold + margin if metric == "l2" else threshold - margin
 
 
 def _range_pairs(queries: np.ndarray, target: np.ndarray, metric: str, threshold: float, same: bool,
-                 nprobe: int, progress: Callable[[int], Any] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+                 nprobe: int, progress: Callable[[int], Any] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """All (query row, target row, exact score) with score >= threshold; within one set only i < j."""
-    index, approximate = _structure(target, metric, nprobe)
-    # FAISS keeps inner products > radius, or squared L2 distances < radius (simx's l2 score is minus that);
-    # approximate codes widen the range by SQ8_MARGIN, a tiny epsilon keeps scores equal to the threshold
-    margin = (SQ8_MARGIN if approximate else 0.0) + 1e-6
-    radius = -threshold + margin if metric == "l2" else threshold - margin
+    index, kind = _structure(target, metric, nprobe)
+    radius = _radius(kind, metric, threshold)
     qa, ta, sa = [], [], []
     for s in range(0, len(queries), BATCH):
         q = np.ascontiguousarray(queries[s : s + BATCH], dtype=np.float32)
@@ -115,7 +158,7 @@ def _range_pairs(queries: np.ndarray, target: np.ndarray, metric: str, threshold
         if progress is not None:
             progress(len(q))
     cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
-    return cat(qa, np.int64), cat(ta, np.int64), cat(sa, np.float32), approximate
+    return cat(qa, np.int64), cat(ta, np.int64), cat(sa, np.float32), kind
 
 
 def _groups(edges_a: list[str], edges_b: list[str], scores: np.ndarray) -> list[dict[str, Any]]:
@@ -178,7 +221,7 @@ def find_duplicates(index: Index, threshold: float | None = None, other: Index |
         if diffs:
             raise SimxError(f"indexes {index.name!r} and {other.name!r} were built with different models, so their "
                             "vectors are not comparable: " + "; ".join(diffs))
-    qa, ta, sc, approximate = _range_pairs(index.embeddings, target.embeddings, metric, threshold, other is None,
+    qa, ta, sc, kind = _range_pairs(index.embeddings, target.embeddings, metric, threshold, other is None,
                                            nprobe, progress)
     order = np.lexsort((ta, qa, -sc))
     a_ids = [index.ids[i] for i in qa[order]]
@@ -195,8 +238,8 @@ def find_duplicates(index: Index, threshold: float | None = None, other: Index |
         leaked = sorted(set(a_ids))
     stats = {"n_items": len(index), "n_other": None if other is None else len(other), "pairs": len(pairs),
              "groups": len(groups), "in_groups": int(sum(g["size"] for g in groups)), "leaked": len(leaked),
-             "method": "IVF-SQ8 range search + exact re-scoring" if approximate else "exact range search (Flat)",
-             "nprobe": int(nprobe) if approximate else None, "seconds": round(time.perf_counter() - t0, 3)}
+             "method": METHODS[kind], "nprobe": None if kind == "exact" else int(nprobe),
+             "seconds": round(time.perf_counter() - t0, 3)}
     return DuplicateResult(index=index.name, other=None if other is None else other.name, threshold=threshold,
                            pairs=pairs, groups=groups, leaked=leaked, stats=stats)
 

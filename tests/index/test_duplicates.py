@@ -1,11 +1,13 @@
 """``simx duplicates`` (issue 16): planted resized / re-encoded copies are found and grouped, no distinct pair is
-reported, ``--across`` reports planted leaks; the IVF-SQ8 path (large galleries) finds the same pairs."""
+reported, ``--across`` reports planted leaks; the IVF paths of large galleries (a PCA projection for cosine, 8-bit
+codes for inner products) find the same pairs."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from simx.cli import main
@@ -74,14 +76,41 @@ def test_planted_copies_are_grouped_and_nothing_else(galleries):
     assert s == pytest.approx(float(e[index.position(a)] @ e[index.position(b)]), abs=1e-5)
 
 
-def test_ivf_sq8_path_finds_the_same_pairs(galleries, monkeypatch):
+@pytest.mark.parametrize("dims", [8, 256])
+def test_projected_ivf_path_finds_the_same_pairs(galleries, monkeypatch, dims):
     index = open_index("train", root=galleries)
     exact = dup.find_duplicates(index)
     monkeypatch.setattr(dup, "EXACT_MAX", 10)  # force the large-gallery structure on 38 items
+    monkeypatch.setattr(dup, "PROJECTED_DIMS", dims)  # a projection (8 dims), or none (the toy's 192 fit)
     approx = dup.find_duplicates(index, nprobe=64)
-    assert approx.stats["method"].startswith("IVF-SQ8")
+    assert approx.stats["method"].startswith("IVF range search on a")
     assert approx.pairs[["a", "b"]].values.tolist() == exact.pairs[["a", "b"]].values.tolist()
     assert approx.pairs["score"].tolist() == pytest.approx(exact.pairs["score"].tolist(), abs=1e-6)
+
+
+def test_projection_never_lengthens_a_distance():
+    """The radius is safe: after the PCA projection every pair is at most as far apart as before."""
+    import faiss
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(600, 96)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    pca = faiss.PCAMatrix(96, 8)
+    pca.train(x)
+    y = pca.apply(x)
+    full = ((x[:, None] - x[None]) ** 2).sum(-1)
+    projected = ((y[:, None] - y[None]) ** 2).sum(-1)
+    assert (projected <= full + 1e-4).all() and projected.max() > 0.3 * full.max()
+
+
+def test_inner_product_indexes_use_8_bit_codes(galleries, monkeypatch):
+    index = open_index("train", root=galleries)
+    exact = dup.find_duplicates(index)
+    monkeypatch.setattr(dup, "EXACT_MAX", 10)
+    monkeypatch.setattr(index, "meta", {**index.meta, "model": {**index.meta["model"], "metric": "ip"}})
+    approx = dup.find_duplicates(index, threshold=dup.DEFAULT_THRESHOLD, nprobe=64)
+    assert approx.stats["method"].startswith("IVF-SQ8")
+    assert approx.pairs[["a", "b"]].values.tolist() == exact.pairs[["a", "b"]].values.tolist()
 
 
 def test_across_reports_planted_leaks(galleries):
