@@ -143,12 +143,12 @@ def show_error(exc: BaseException, what: str = "") -> None:
     """A SimxError as its message; anything else as a one-line message (the traceback goes to the server log)."""
     prefix = f"{what}: " if what else ""
     if isinstance(exc, SimxError):
-        st.error(prefix + str(exc), icon=":material/error:")
+        st.error(prefix + plain(exc), icon=":material/error:")
     else:
         import logging
 
         logging.getLogger("simx.app").exception("unexpected error")
-        st.error(f"{prefix}unexpected error ({type(exc).__name__}: {exc}). Details are in the server log.",
+        st.error(f"{prefix}unexpected error ({type(exc).__name__}: {plain(exc)}). Details are in the server log.",
                  icon=":material/error:")
 
 
@@ -566,7 +566,7 @@ def sidebar_index() -> str | None:
         return None
     wanted = qp("index")
     if wanted is not None and wanted not in names:
-        st.error(f"No index named '{wanted}' in {index_root()} (available: {', '.join(names)}).",
+        st.error(f"No index named '{plain(wanted)}' in {plain(index_root())} (available: {plain(', '.join(names))}).",
                  icon=":material/error:")
 
         def chosen() -> None:
@@ -587,7 +587,7 @@ def sidebar_index() -> str | None:
     name = st.session_state["index_pick"]
     entry = next(e for e in entries if e["name"] == name)
     if not entry.get("ok", True):
-        st.error(f"Index '{name}' cannot be opened: {entry.get('error')}", icon=":material/error:")
+        st.error(f"Index '{plain(name)}' cannot be opened: {plain(entry.get('error'))}", icon=":material/error:")
         return None
     if qp("index") != name:
         set_qp(index=name)
@@ -595,7 +595,7 @@ def sidebar_index() -> str | None:
 
 
 def sidebar_status(index) -> None:
-    st.sidebar.caption(f"{len(index)} images · model `{index.meta['model']['spec']}` · "
+    st.sidebar.caption(f"{len(index)} images · model {plain(index.meta['model']['spec'])} · "
                        f"{index.meta['model']['metric']} · device **{index.model.device}**")
 
 

@@ -70,7 +70,7 @@ def text_page(name: str, index, text: str, k: int, present: bool) -> None:
                 t = ui.thumb(h["path"])
                 if t is not None:
                     st.image(t, width="stretch")
-                st.caption(f"#{h['rank']} · {h['score']:.3f} · {h['label'] or ''}")
+                st.caption(f"#{h['rank']} · {h['score']:.3f} · {ui.plain(h['label'] or '')}")
                 if not present:
                     st.button("Open" if h["id"] != neighbour else "Opened", key=f"tnb_{h['id']}",
                               on_click=ui.set_qp, kwargs={"neighbour": h["id"]}, width="stretch",

@@ -22,7 +22,7 @@ if colour_by == "correctness":
     try:
         overall, _, per_query = ui.get_evaluation(name, ui.qp_int("k", 10, 1, 50))
     except SimxError as exc:
-        st.info(f"Correctness needs labelled items: {exc}")
+        st.info(f"Correctness needs labelled items: {ui.plain(exc)}")
     else:
         st.caption(f"Green: the first neighbour is right (relevant = {overall['relevance']}); red: it is wrong; "
                    "grey: not a query.")
@@ -54,7 +54,7 @@ if ids:
                 t = ui.thumb(it.path)
                 if t is not None:
                     st.image(t, width="stretch")
-                st.caption(f"{it.label or ''}")
+                st.caption(ui.plain(it.label or ""))
                 st.page_link("app_pages/explore.py", label="Query", icon=":material/search:", help=item_id,
                              query_params=ui.carry_params(query=item_id, neighbour=None, mode=None))
     if len(ids) > len(shown):

@@ -260,16 +260,16 @@ def sane_panel(query: str, neighbour: str, alpha: float) -> dict | None:
                 view = ui.get_explanation(name, query, neighbour, "sane", {**source.params, "saliency": saliency},
                                           with_estimate=False)
         except SimxError as exc:
-            st.info(f"SANE is not available for this pair: {exc}", icon=":material/info:")
+            st.info(f"SANE is not available for this pair: {ui.plain(exc)}", icon=":material/info:")
             return None
         except Exception as exc:  # noqa: BLE001
             ui.show_error(exc, "sane")
             return None
         extras = view.pair_extras(0)
-        st.caption(f"Vocabulary: {source.note}.")
+        st.caption(f"Vocabulary: {ui.plain(source.note)}.")
         rows = shared_attribute_rows(extras)
         if extras.get("message"):
-            st.caption(str(extras["message"]))
+            st.caption(ui.plain(extras["message"]))
         c1, c2 = st.columns([1, 1])
         if rows:
             c1.dataframe(rows, hide_index=True, key=f"sane_table_{pair_key(query, neighbour)}")
@@ -572,7 +572,7 @@ if is_upload and ui.uploaded_bytes(query) is None:
              "again.", icon=":material/error:")
     st.stop()
 if not is_upload and not ui.has_item(index, query):
-    st.error(f"No image with id '{ui.plain(query)}' in index '{name}'.", icon=":material/error:")
+    st.error(f"No image with id '{ui.plain(query)}' in index '{ui.plain(name)}'.", icon=":material/error:")
     st.stop()
 
 q_item = None if is_upload else index.item(query)
@@ -632,7 +632,7 @@ if neighbour is None:
         st.info("Open a neighbour to see why it matches.")
     st.stop()
 if not ui.has_item(index, neighbour):
-    st.error(f"No image with id '{ui.plain(neighbour)}' in index '{name}'.", icon=":material/error:")
+    st.error(f"No image with id '{ui.plain(neighbour)}' in index '{ui.plain(name)}'.", icon=":material/error:")
     st.stop()
 hit = next((h for h in hits if h["id"] == neighbour), None)
 pair_view(query, neighbour, hit)

@@ -21,7 +21,7 @@ k = st.sidebar.slider("k (neighbours evaluated)", 1, 50, ui.qp_int("k", 10, 1, 5
 try:
     overall, per_label, per_query = ui.get_evaluation(name, k)
 except SimxError as exc:
-    st.info(f"No failure table for this index: {exc}", icon=":material/info:")
+    st.info(f"No failure table for this index: {ui.plain(exc)}", icon=":material/info:")
     st.stop()
 
 c = st.columns(5)
@@ -81,7 +81,7 @@ event = st.dataframe(
 rows = event.selection.rows if event is not None else []
 if rows:
     qid = table.iloc[rows[0]]["id"]
-    st.markdown(f"Selected query: `{qid}`")
+    st.markdown(f"Selected query: {ui.plain(qid)}")
     st.page_link("app_pages/explore.py", label="Open in Explore", icon=":material/open_in_new:",
                  query_params=ui.carry_params(query=qid, neighbour=None, mode=None))
     failure_link(index, store, name, qid)

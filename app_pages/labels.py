@@ -81,7 +81,7 @@ def remove(label_id: int) -> None:
 
 msg = st.session_state.pop("lab_msg", None)
 if msg:
-    st.toast(msg)
+    st.toast(ui.plain(msg))
 
 for lab in labels[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]:
     with st.container(border=True):

@@ -12,7 +12,7 @@ import pytest
 from simx.explain.metrics import ESTIMATE_STEPS
 from PIL import Image
 
-from tests.app.conftest import APP
+from tests.app.conftest import APP, RUN_TIMEOUT_S
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -51,7 +51,7 @@ def run(at):
 
 
 def app(**params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)
     for k, v in params.items():
         at.query_params[k] = v
     return at
@@ -413,6 +413,32 @@ def test_user_text_is_never_rendered_as_markdown(indexes):
     # a hostile id in the URL is shown as text in the error too
     bad = run(app(index="tiny", query=HOSTILE_NOTE))
     assert "![" not in "\n".join(markdown_sources(bad)) and HOSTILE_NOTE in texts(bad.error)
+
+
+def test_the_failures_page_shows_the_selected_query_id_as_text(tmp_path, monkeypatch):
+    """A gallery file name is user text: the Failures page's "Selected query" line shows it as named, with no
+    image fetched, no code span broken out of, no emphasis (it was put inside backticks in a Markdown string)."""
+    import shutil
+
+    from simx.index import build_index
+    from tests.app.conftest import TOY, make_gallery
+
+    gallery = make_gallery(tmp_path / "gallery", per_label=3)
+    hostile = "red/`![x](http:t.png)` **b**.png"
+    shutil.copy(gallery / "red" / "red0.png", gallery / hostile)
+    root = tmp_path / "indexes"
+    build_index(gallery, "tiny", model=TOY, root=root, workers=0, progress=False)
+    monkeypatch.setenv("SIMX_INDEXES", str(root))
+    monkeypatch.setenv("SIMX_USER", "tester")
+    at = app(index="tiny")
+    at.switch_page("app_pages/failures.py")
+    run(at)
+    ids = list(at.dataframe[0].value["id"])
+    at.session_state["fail_table"] = {"selection": {"rows": [ids.index(hostile)], "columns": []}}  # a row click
+    run(at)
+    assert f"Selected query: {hostile}" in texts(at.markdown)
+    sources = "\n".join(markdown_sources(at))
+    assert "![" not in sources and "**b**" not in sources and "`" not in sources.replace("\\`", "")
 
 
 def test_labelling_asks_for_a_name_instead_of_saving_as_anonymous(indexes, monkeypatch):

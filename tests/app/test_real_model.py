@@ -16,8 +16,8 @@ import json
 import numpy as np
 import pytest
 
-from tests.app.conftest import APP
-from tests.app.test_app import image_captions, nodes, run
+from tests.app.conftest import APP, RUN_TIMEOUT_S
+from tests.app.test_app import image_captions, nodes, run, texts
 from tests.real_demo import private_copy
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
@@ -37,7 +37,7 @@ def env(demo_root, monkeypatch):
 
 
 def app(**params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
+    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)
     for k, v in params.items():
         at.query_params[k] = v
     return at
@@ -50,8 +50,8 @@ def test_the_demo_index_uses_the_real_default_model(env):
     assert idx.meta["model"]["spec"] == "default" and len(idx) == 40
     assert type(idx.model).__name__ != "ToyModel" and "toy" not in type(idx.model).__module__
     at = run(app(index="scenes"))
-    status = " ".join(str(c.value) for c in at.sidebar.caption)
-    assert "40 images" in status and "model `default`" in status
+    status = texts(at.sidebar.caption)
+    assert "40 images" in status and "model default" in status
     assert at.sidebar.selectbox(key="index_pick").options == ["scenes", "tiny"]
 
 
