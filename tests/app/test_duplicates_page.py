@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.app.conftest import APP
+from tests.app.conftest import APP, RUN_TIMEOUT_S
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -23,7 +23,7 @@ def test_duplicates_page_groups_and_leaks(indexes):
     # the tiny toy model calls every coloured square alike: at 0.999 the page has groups to show
     expected = find_duplicates(open_index("tiny", root=indexes), threshold=0.999)
     assert expected.groups
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)
     at.query_params["index"] = "tiny"
     _run(at)
     at.switch_page("app_pages/duplicates.py")

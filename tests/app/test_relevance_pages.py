@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.app.conftest import APP, TOY
+from tests.app.conftest import APP, RUN_TIMEOUT_S, TOY
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -62,7 +62,7 @@ def run(at):
 
 
 def app(**params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)
     for k, v in params.items():
         at.query_params[k] = v
     return at

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.app.conftest import APP
+from tests.app.conftest import APP, RUN_TIMEOUT_S
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -42,7 +42,7 @@ def test_sane_panel_uses_the_index_predictor_and_shows_only_shared_attributes(in
 
     save_predictor(indexes)
     nid = open_index("tiny", root=indexes).search_id(QUERY, 10)[0].id
-    at = AppTest.from_file(APP, default_timeout=180)
+    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)
     for key, value in {"index": "tiny", "query": QUERY, "neighbour": nid}.items():
         at.query_params[key] = value
     run(at)
@@ -62,7 +62,7 @@ def test_sane_panel_says_no_predictor_is_trained(indexes):
     from simx.index import open_index
 
     nid = open_index("tiny", root=indexes).search_id(QUERY, 10)[0].id
-    at = AppTest.from_file(APP, default_timeout=180)
+    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)
     for key, value in {"index": "tiny", "query": QUERY, "neighbour": nid}.items():
         at.query_params[key] = value
     run(at)

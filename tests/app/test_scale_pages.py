@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.app.conftest import APP
+from tests.app.conftest import APP, RUN_TIMEOUT_S
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -80,7 +80,7 @@ def _payload(at) -> int:
 
 
 def test_map_and_failures_at_200k_send_a_sample(big):
-    at = AppTest.from_file(APP, default_timeout=600)
+    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)
     at.query_params["index"] = "big"
     _run(at)
     at.switch_page("app_pages/embedding_map.py")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.conftest import APP
+from tests.app.conftest import APP, RUN_TIMEOUT_S
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -53,7 +53,7 @@ def test_pages_leave_the_index_set_up_to_app_py(path):
 @pytest.mark.parametrize("page,title", [("app_pages/failures.py", "Failures"), ("app_pages/labels.py", "Labels")])
 def test_a_page_without_an_index_shows_its_title_and_how_to_build_one(tmp_path, monkeypatch, page, title):
     monkeypatch.setenv("SIMX_INDEXES", str(tmp_path / "empty"))
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)
     at.run()
     at.switch_page(page)
     at.run()

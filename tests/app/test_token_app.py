@@ -7,7 +7,7 @@ import pytest
 
 from simx.explain.metrics import ESTIMATE_STEPS
 
-from tests.app.conftest import APP, make_gallery
+from tests.app.conftest import APP, RUN_TIMEOUT_S, make_gallery
 from tests.app.test_app import image_captions, run, texts
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
@@ -34,7 +34,7 @@ def env(token_root, monkeypatch):
 
 
 def app(**params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
+    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)
     for k, v in params.items():
         at.query_params[k] = v
     return at
