@@ -323,7 +323,7 @@ def test_failures_row_opens_in_explore(indexes):
     worst = at.dataframe[0].value.iloc[0]["id"]
     at.session_state["fail_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     run(at)
-    assert f"Selected query: `{worst}`" in texts(at.markdown)
+    assert f"Selected query: {worst}" in texts(at.markdown)
     link = at.get("page_link")[0].proto
     assert link.label == "Open in Explore"
     assert parse_qs(link.query_string) == {"index": ["tiny"], "query": [worst]}

@@ -10,9 +10,6 @@ from __future__ import annotations
 import base64
 import json
 
-import base64
-import json
-
 import numpy as np
 import pytest
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.app.conftest import APP, RUN_TIMEOUT_S
+from tests.app.test_app import texts
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -48,7 +49,7 @@ def test_sane_panel_uses_the_index_predictor_and_shows_only_shared_attributes(in
     run(at)
     at.button(key=f"btn_sane_{QUERY}|{nid}").click()
     run(at)
-    captions = "\n".join(str(c.value) for c in at.caption)
+    captions = texts(at.caption)
     assert "Vocabulary: the attribute predictor trained for this index (3 attributes; test looks)" in captions
     assert len(at.dataframe) == 1  # the SANE table
     table = at.dataframe[0].value

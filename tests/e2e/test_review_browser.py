@@ -7,6 +7,7 @@ The server runs without ``$SIMX_USER``, as a team's shared dashboard would: ever
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -14,7 +15,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from tests.app.conftest import TOY, make_gallery
-from tests.e2e.test_browser import CHROMIUM, free_port, start_server, stop_server
+from tests.e2e.test_browser import CHROMIUM, NO_CONFIRMATION, TIMEOUT_MS, free_port, start_server, stop_server
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install "
@@ -31,8 +32,9 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e_review")
     root = base / "indexes"
     build_index(make_gallery(base / "gallery", per_label=6), "tiny", model=TOY, root=root, workers=0, progress=False)
+    shutil.copytree(root / "tiny", root / "tiny_b")  # a second index of the same gallery: Compare has a B
     port = free_port()
-    proc = start_server(root, port, user="")
+    proc = start_server(root, port, user="", confirm_above_s=NO_CONFIRMATION)
     try:
         yield {"url": f"http://localhost:{port}", "root": root}
     finally:
@@ -94,7 +96,7 @@ def test_fast_keys_land_on_the_pairs_they_were_pressed_for(server, browser):
     pairs = queue(server)
     store = labels_store(server)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(60_000)
+    page.set_default_timeout(TIMEOUT_MS)
     open_review(page, server["url"] + "/review?index=tiny&user=racer")
     # G then B 80 ms apart: the first pair good, the second bad (the B waits for the second pair to be shown)
     page.keyboard.press("g")
@@ -136,7 +138,7 @@ def test_the_name_is_asked_for_once_and_kept_across_reloads_tabs_and_links(serve
     store = labels_store(server)
     person = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = person.new_page()
-    page.set_default_timeout(60_000)
+    page.set_default_timeout(TIMEOUT_MS)
     open_review(page, server["url"] + "/review?index=tiny")
     page.get_by_text("Who is labelling?").wait_for()
     page.keyboard.press("g")  # no name yet: nothing is saved, the page says why
@@ -170,7 +172,7 @@ def test_the_name_is_asked_for_once_and_kept_across_reloads_tabs_and_links(serve
     person.close()
     # someone else's browser has no name: asked again
     other = browser.new_page()
-    other.set_default_timeout(60_000)
+    other.set_default_timeout(TIMEOUT_MS)
     open_review(other, server["url"] + "/review?index=tiny")
     other.get_by_text("Who is labelling?").wait_for()
     other.close()
@@ -180,7 +182,7 @@ def test_user_text_is_plain_text_and_nothing_is_fetched_from_outside(server, bro
     q, n = queue(server)[3]
     labels_store(server).put("tiny", q, n, "bad", reason="wrong_category", note=HOSTILE_NOTE, user=HOSTILE_USER)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(60_000)
+    page.set_default_timeout(TIMEOUT_MS)
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.goto(server["url"] + f"/?index=tiny&query={quote(q)}&neighbour={quote(n)}&user={quote(HOSTILE_USER)}")
@@ -198,9 +200,7 @@ def test_user_text_is_plain_text_and_nothing_is_fetched_from_outside(server, bro
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(svg))
     page.get_by_text("SVG (vector) images are not supported").wait_for()
     page.wait_for_timeout(500)
-    outside = [u for u in requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")
-               and urlsplit(u).hostname not in ("localhost", "127.0.0.1")]
-    assert not outside, outside
+    assert not outside(requests), outside(requests)
     page.close()
 
 
@@ -209,10 +209,57 @@ def settled(page) -> None:
     page.wait_for_timeout(300)
 
 
+def outside(requests: list[str]) -> list[str]:
+    """The requests that left this machine (anything but the dashboard's own server)."""
+    return [u for u in requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")
+            and urlsplit(u).hostname not in ("localhost", "127.0.0.1")]
+
+
+def test_no_page_of_the_dashboard_fetches_anything_from_outside(server, browser):
+    """Every page of the navigation, drawn to its end (maps, thumbnails, charts, tables), makes no request to any
+    other host: no font, script, image or telemetry from outside (the dashboard must work air-gapped)."""
+    q, n = queue(server)[0]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+
+    def shown(text: str):
+        return lambda: wait_for_text(page, text)
+
+    visits = {  # url path -> (the page's URL, what shows that it has drawn its content)
+        "": (f"/?index=tiny&query={quote(q)}&neighbour={quote(n)}",
+             lambda: page.locator("[data-testid='stImage']").filter(has_text="gradcam: neighbour").first.wait_for()),
+        "review": ("/review?index=tiny&user=walker", lambda: page.locator(".st-key-rq_good button").wait_for()),
+        "failures": ("/failures?index=tiny", shown("Label confusion")),
+        "embedding_map": ("/embedding_map?index=tiny",
+                          lambda: page.locator("[data-testid='stPlotlyChart'] .scatterlayer path.point").first
+                          .wait_for()),
+        "labels": ("/labels?index=tiny", shown("Export CSV")),
+        "compare": ("/compare?index=tiny&b=tiny_b", shown("B: tiny_b · similarity")),
+        "duplicates": ("/duplicates?index=tiny", shown("near-duplicate pairs")),
+    }
+    page.goto(server["url"] + "/?index=tiny")
+    page.locator("[data-testid='stSidebarNav'] a").first.wait_for()
+    nav = {urlsplit(a).path.strip("/") for a in
+           page.locator("[data-testid='stSidebarNav'] a").evaluate_all("els => els.map(e => e.href)")}
+    assert nav == set(visits), nav  # a new page joins this walk
+    for path, (url, drawn) in visits.items():
+        page.goto(server["url"] + url)
+        drawn()
+        settled(page)
+        page.wait_for_function("() => [...document.images].every(i => i.complete)")
+        assert not outside(requests), (path, outside(requests))
+    assert len(requests) > len(visits)  # the recording saw the pages' own requests
+    page.close()
+
+
+
+
 def test_back_and_forward_restore_what_the_url_says(server, browser):
     q = queue(server)[0][0]
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(60_000)
+    page.set_default_timeout(TIMEOUT_MS)
     page.goto(server["url"] + f"/?index=tiny&query={quote(q)}")
     page.get_by_text("Top 10 neighbours").wait_for()
     settled(page)
