@@ -110,10 +110,10 @@ def contrast_section(name: str, index, store, query: str, neighbour: str, key: s
         return None
     s = view["similarities"]
     c1, c2, c3 = st.columns(3)
-    c1.image(view["query"], width="stretch", caption=f"query {query}: red argues for the wrong one, blue for "
+    c1.image(view["query"], width="stretch", caption=f"query {ui.plain(query)}: red argues for the wrong one, blue for "
                                                       "the right one; green: the counterfactual region")
-    c2.image(view["wrong"], width="stretch", caption=f"wrong {neighbour}: s = {s[0]:.4f}")
-    c3.image(view["right"], width="stretch", caption=f"right {right}: s = {s[1]:.4f}")
+    c2.image(view["wrong"], width="stretch", caption=f"wrong {ui.plain(neighbour)}: s = {s[0]:.4f}")
+    c3.image(view["right"], width="stretch", caption=f"right {ui.plain(right)}: s = {s[1]:.4f}")
     for col, notes in ((c2, view["wrong_notes"]), (c3, view["right_notes"])):
         for text, warning in notes:  # our own sentences (numbers and fixed words), never user text
             col.caption(f":red[:material/warning: {text}]" if warning else text)
@@ -144,6 +144,6 @@ def failure_link(index, store, name: str, query: str) -> None:
     if pair is None:
         return
     wrong, right = pair
-    st.page_link("app_pages/explore.py", label=f"Why not the right one? ({wrong.id} ranked above {right.id})",
+    st.page_link("app_pages/explore.py", label=f"Why not the right one? ({ui.plain(wrong.id)} ranked above {ui.plain(right.id)})",
                  icon=":material/compare:",
                  query_params=ui.carry_params(query=query, neighbour=wrong.id, versus=right.id, why=1, mode=None))

@@ -199,8 +199,8 @@ ca, cb = st.columns(2)
 for col, key, title in ((ca, "a", f"A: {name_a}"), (cb, "b", f"B: {name_b}")):
     col.markdown(f"**{ui.plain(title)}** · similarity {pics[key]['similarity']:.4f}")
     q_img, n_img = col.columns(2)
-    q_img.image(pics[key]["query"], caption=f"query {query}", width="stretch")
-    n_img.image(pics[key]["neighbour"], caption=f"neighbour {neighbour}", width="stretch")
+    q_img.image(pics[key]["query"], caption=f"query {ui.plain(query)}", width="stretch")
+    n_img.image(pics[key]["neighbour"], caption=f"neighbour {ui.plain(neighbour)}", width="stretch")
 st.image(pics["legend"], caption=pics["note"])
 st.download_button("Download the summary with this pair (HTML)",
                    _report_with_pair(diff, (name_a, stamps[0], name_b, stamps[1], k, seen, query, neighbour, method,

@@ -275,7 +275,7 @@ def sane_panel(query: str, neighbour: str, alpha: float) -> dict | None:
             c1.dataframe(rows, hide_index=True, key=f"sane_table_{pair_key(query, neighbour)}")
             c1.caption("Only attributes both images have (predicted at or above the threshold) are listed.")
             c2.image(render.overlay(view.image("neighbour"), view.neighbour_maps[0], alpha=alpha),
-                     caption=f"'{rows[0]['attribute']}' on the neighbour", width="stretch")
+                     caption=f"'{ui.plain(rows[0]['attribute'])}' on the neighbour", width="stretch")
         else:
             c1.caption("No attribute that both images are predicted to have explains this match.")
         return {"attributes": [(r["attribute"], r["score"]) for r in rows], "map": view.neighbour_maps[0],

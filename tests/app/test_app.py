@@ -34,14 +34,21 @@ def nodes(at, typ: str) -> list:
     return out
 
 
-def image_captions(at) -> list[str]:
-    return [img.caption for n in nodes(at, "image") for img in n.proto.imgs]
+def image_captions(at, raw: bool = False) -> list[str]:
+    """The captions of every image as a reader sees them (``raw``: the Markdown the page sent)."""
+    caps = [img.caption for n in nodes(at, "image") for img in n.proto.imgs]
+    return caps if raw else [as_read(c) for c in caps]
+
+
+def as_read(markdown: str) -> str:
+    """Markdown text as a reader sees it: the escapes ``ui.plain`` puts in user text removed, and its invisible
+    word joiners."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown.replace("\u2060", ""))
 
 
 def texts(elements) -> str:
     """The elements' text as a reader sees it (the escapes of user text in Markdown removed, ``ui.plain``)."""
-    shown = "\n".join(str(e.value) for e in elements).replace("\u2060", "")  # invisible word joiners
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", shown)
+    return as_read("\n".join(str(e.value) for e in elements))
 
 
 def run(at):
@@ -392,7 +399,7 @@ def markdown_sources(at) -> list[str]:
     """Every string the page hands to Streamlit's Markdown renderer (markdown, captions, alerts, button labels)."""
     out = [str(e.value) for kind in ("markdown", "caption", "error", "warning", "info", "success")
            for e in getattr(at, kind)]
-    out += [b.proto.label for b in at.button] + image_captions(at)
+    out += [b.proto.label for b in at.button] + image_captions(at, raw=True)
     return out
 
 
