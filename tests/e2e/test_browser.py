@@ -77,6 +77,17 @@ def start_server(root: Path, port: int, user: str = "e2e", confirm_above_s: floa
     raise RuntimeError(f"streamlit did not become healthy in {TIMEOUT_MS // 1000} s")
 
 
+def map_in_advance(root: Path, name: str) -> None:
+    """Compute and store the index's embedding map (UMAP) before the server starts, as ``simx`` stores it beside
+    the index: the Embedding map page then draws the stored one. Computing it in the server on the first visit
+    (numba compiling UMAP in that fresh process) took over three minutes on a loaded 2-core machine, past any
+    sensible wait of a browser test; that first-visit path is tested by the AppTest of the page."""
+    from simx.index import open_index
+    from simx.projection import projection
+
+    projection(open_index(name, root=root))
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
@@ -93,6 +104,7 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
     root = base / "indexes"
     build_index(make_gallery(base / "gallery", per_label=6), "tiny", model=TOY, root=root, workers=0, progress=False)
+    map_in_advance(root, "tiny")
     port = free_port()
     proc = start_server(root, port, confirm_above_s=NO_CONFIRMATION)
     try:
@@ -100,6 +112,10 @@ def server(tmp_path_factory):
     finally:
         stop_server(proc)
     assert proc.poll() is not None  # the server is gone
+
+
+#: A page function that is true once no element of the previous script run is still shown (the run is drawn).
+NOTHING_STALE = "() => !document.querySelector('[data-stale=\"true\"]')"
 
 
 def click_joint_point(page, index: int) -> None:
@@ -150,7 +166,9 @@ def test_browser_walkthrough(server, browser):
     assert "query point (" in caption.inner_text()
     page.locator("[data-testid='stPlotlyChart']").last.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "joint.png"))
-    # ... or draw a box (the chart's Box Select tool): the box is projected instead
+    # ... or draw a box (the chart's Box Select tool): the box is projected instead, once the click's rerun has
+    # drawn its chart (a drag on the chart it replaces is lost)
+    page.wait_for_function(NOTHING_STALE)
     chart = page.locator("[data-testid='stPlotlyChart']").last
     chart.hover()
     chart.locator("[data-title='Box Select']").click()
@@ -213,7 +231,7 @@ def test_browser_walkthrough(server, browser):
     chart.wait_for()
     point = chart.locator(".scatterlayer .trace").first.locator("path.point").nth(2)
     point.wait_for(state="visible")
-    page.wait_for_timeout(500)
+    page.wait_for_function(NOTHING_STALE)  # the page's run is drawn: a click on a chart being replaced is lost
     page.screenshot(path=str(SHOTS / "embedding_map.png"))
     box = point.bounding_box()
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)

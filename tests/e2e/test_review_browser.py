@@ -15,7 +15,8 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from tests.app.conftest import TOY, make_gallery
-from tests.e2e.test_browser import CHROMIUM, NO_CONFIRMATION, TIMEOUT_MS, free_port, start_server, stop_server
+from tests.e2e.test_browser import (CHROMIUM, NO_CONFIRMATION, TIMEOUT_MS, free_port, map_in_advance, start_server,
+                                    stop_server)
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install "
@@ -32,6 +33,7 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e_review")
     root = base / "indexes"
     build_index(make_gallery(base / "gallery", per_label=6), "tiny", model=TOY, root=root, workers=0, progress=False)
+    map_in_advance(root, "tiny")
     shutil.copytree(root / "tiny", root / "tiny_b")  # a second index of the same gallery: Compare has a B
     port = free_port()
     proc = start_server(root, port, user="", confirm_above_s=NO_CONFIRMATION)
