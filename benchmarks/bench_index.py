@@ -30,6 +30,7 @@ import gc
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -465,6 +466,189 @@ def bench_compressed(n: int, args: argparse.Namespace, mix: "Mixture") -> list[d
     return rows
 
 
+def cached_data(n: int, args: argparse.Namespace, mix: "Mixture") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(xb, xq, truth)`` at ``n`` vectors; with ``--cache DIR`` they are drawn once and re-read from
+    ``DIR/n{n}-c{clusters}/`` (xb memory-mapped, as simx reads its stored embeddings)."""
+    import faiss
+
+    folder = Path(args.cache) / f"n{n}-c{args.clusters}-q{args.queries}" if args.cache else None
+    if folder is not None and (folder / "truth.npy").exists():
+        log(f"reading cached data from {folder}")
+        return (np.load(folder / "xb.npy", mmap_mode="r"), np.load(folder / "xq.npy"), np.load(folder / "truth.npy"))
+    log(f"drawing {n} vectors")
+    xb = mix.draw(n, seed=1)
+    xq = mix.draw(args.queries, seed=2)
+    flat = faiss.IndexFlatIP(D)
+    flat.add(xb)
+    truth = flat.search(xq, K)[1]
+    del flat
+    gc.collect()
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "xb.npy", xb)
+        np.save(folder / "xq.npy", xq)
+        np.save(folder / "truth.npy", truth)  # last: its presence says the folder is complete
+        del xb
+        gc.collect()
+        xb = np.load(folder / "xb.npy", mmap_mode="r")
+    return xb, xq, truth
+
+
+def cached_index(factory: str, xb: np.ndarray, args: argparse.Namespace):
+    """Build ``factory`` with simx's own ``make_faiss_index``, or read it (and its build record) from the cache."""
+    import faiss
+
+    from simx.index.build import make_faiss_index
+
+    folder = Path(args.cache) / f"n{len(xb)}-c{args.clusters}-q{args.queries}" if args.cache else None
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", factory)
+    if folder is not None and (folder / f"{stem}.json").exists():
+        log(f"reading cached index {factory}")
+        info = json.loads((folder / f"{stem}.json").read_text())
+        return faiss.read_index(str(folder / f"{stem}.faiss")), info
+    t0 = time.perf_counter()
+    donor = args.coarse_from if args.coarse_from and "IVF" in factory and factory != args.coarse_from else None
+    if donor:
+        index, info = build_on_trained_coarse(factory, cached_index(donor, xb, args), xb)
+    else:
+        index, info = make_faiss_index(xb, factory, "cosine")
+    info = {**info, "build_s": time.perf_counter() - t0, "load_at_build_end": round(os.getloadavg()[0], 2)}
+    if folder is not None:
+        faiss.write_index(index, str(folder / f"{stem}.faiss"))
+        (folder / f"{stem}.json").write_text(json.dumps(info, default=float))
+    return index, info
+
+
+def build_on_trained_coarse(factory: str, donor: tuple[Any, dict[str, Any]], xb: np.ndarray):
+    """``factory`` built with the coarse quantiser (centroids and HNSW graph) of an already built index of the
+    same ``IVF{nlist}_HNSW32`` prefix, so that only the codes (and any refine stage) are trained and added: the
+    coarse k-means, the slow part of a build, is shared. Otherwise as simx's ``make_faiss_index``; the returned
+    ``train_s`` adds the donor's training time (an upper bound on its coarse k-means)."""
+    import faiss
+
+    from simx.index.build import ADD_CHUNK, TRAIN_MAX, _tune_training, default_search_params, training_sample
+
+    donor_index, donor_info = donor
+    index = faiss.index_factory(D, factory, faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.extract_index_ivf(index)
+    quantizer = faiss.clone_index(faiss.extract_index_ivf(donor_index).quantizer)
+    quantizer.this.disown()
+    if hasattr(faiss.downcast_index(quantizer), "hnsw"):  # adding assigns with FAISS's default, as a fresh build does
+        faiss.downcast_index(quantizer).hnsw.efSearch = 16
+    ivf.quantizer = quantizer
+    ivf.own_fields = True
+    _tune_training(index, TRAIN_MAX)
+    t0 = time.perf_counter()
+    index.train(training_sample(xb))  # FAISS skips the coarse k-means: the quantiser already holds nlist centroids
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for start in range(0, len(xb), ADD_CHUNK):
+        index.add(np.ascontiguousarray(xb[start : start + ADD_CHUNK], dtype=np.float32))
+    add_s = time.perf_counter() - t0
+    params = default_search_params(factory)
+    if params:
+        faiss.ParameterSpace().set_index_parameters(index, params)
+    return index, {"factory": factory, "factory_used": factory, "search_params": params, "rerank": 16,
+                   "train_s": train_s + donor_info["train_s"], "add_s": add_s, "own_train_s": train_s,
+                   "coarse_from": donor_info["factory_used"]}
+
+
+def timed_search(index, xq: np.ndarray, xb: np.ndarray, rerank: int, n_single: int) -> dict[str, Any]:
+    """Single queries through simx's path (FAISS ``rerank * K`` candidates, then exact re-scoring from ``xb``),
+    with the time split into the coarse quantiser's search, the rest of FAISS's search and the re-scoring."""
+    import faiss
+
+    from simx.index.search import exact_rescore
+
+    try:
+        quantizer = faiss.extract_index_ivf(index).quantizer
+        nprobe = faiss.extract_index_ivf(index).nprobe
+    except Exception:  # noqa: BLE001 - not an IVF index
+        quantizer, nprobe = None, 0
+    total, cpu, coarse, rescore, ids = [], [], [], [], []
+    for i in range(len(xq)):
+        q = xq[i : i + 1]
+        if i < n_single and quantizer is not None:
+            t0 = time.perf_counter()
+            quantizer.search(q, nprobe)
+            coarse.append((time.perf_counter() - t0) * 1000)
+        c0 = time.thread_time()
+        t0 = time.perf_counter()
+        _, cand = index.search(q, K * rerank)
+        t1 = time.perf_counter()
+        best = exact_rescore(q, cand, xb, "cosine")[1][:, :K] if rerank > 1 else cand[:, :K]
+        t2 = time.perf_counter()
+        c2 = time.thread_time()
+        ids.append(best[0])
+        if i < n_single:
+            total.append((t2 - t0) * 1000)
+            rescore.append((t2 - t1) * 1000)
+            cpu.append((c2 - c0) * 1000)
+    pct = lambda v, p: float(np.percentile(v, p)) if v else float("nan")  # noqa: E731
+    return {"single_p50_ms": pct(total, 50), "single_p99_ms": pct(total, 99), "single_n": len(total),
+            "cpu_p50_ms": pct(cpu, 50), "cpu_p99_ms": pct(cpu, 99), "coarse_p50_ms": pct(coarse, 50), "rescore_p50_ms": pct(rescore, 50), "_ids": np.array(ids)}
+
+
+def bench_sweep(n: int, args: argparse.Namespace, mix: "Mixture") -> list[dict[str, Any]]:
+    """(d) The 1M latency sweep of issue 16: per factory, every combination of nprobe, quantizer efSearch,
+    candidates re-scored and FAISS threads, single queries only (the 1000 queries all run one at a time for
+    recall; the first ``--single`` are timed). One line per combination, with the load average beside it."""
+    import faiss
+
+    xb, xq, truth = cached_data(n, args, mix)
+    rows: list[dict[str, Any]] = []
+    for factory in args.configs or compressed_configs(n, D)[:1]:
+        load0 = round(os.getloadavg()[0], 2)
+        index, info = cached_index(factory, xb, args)
+        mem = len(faiss.serialize_index(index))
+        is_ivf = "IVF" in info["factory_used"]
+        for threads, implem in [(t, m) for t in args.threads for m in args.implem]:
+            faiss.omp_set_num_threads(threads)
+            if is_ivf and hasattr(faiss.downcast_index(faiss.extract_index_ivf(index)), "implem"):
+                faiss.downcast_index(faiss.extract_index_ivf(index)).implem = implem
+            for nprobe in (args.sweep_nprobe if is_ivf else [0]):
+                for qef in (args.quantizer_ef or [None]) if "_HNSW" in info["factory_used"] else [None]:
+                    params = f"nprobe={nprobe}" if is_ivf else ""
+                    if qef is not None or "_HNSW" in info["factory_used"]:
+                        params += f",quantizer_efSearch={qef or max(64, 2 * nprobe)}"
+                    if params:
+                        faiss.ParameterSpace().set_index_parameters(index, params)
+                    for kf, rerank in [(f, r) for f in (args.k_factor if "Refine" in factory else [None])
+                                       for r in args.rescore]:
+                        if kf is not None:
+                            faiss.ParameterSpace().set_index_parameters(index, f"k_factor_rf={kf}")
+                        load = round(os.getloadavg()[0], 2)
+                        res = timed_search(index, xq, xb, rerank, args.single)
+                        row = {"n": n, "index": info["factory_used"], "complete": True, "params": params,
+                               "rerank": rerank, "threads": threads, "implem": implem, "k_factor_rf": kf, "build_s": info["build_s"],
+                               "train_s": info["train_s"], "add_s": info["add_s"], "bytes": mem,
+                               "recall@10": recall(res.pop("_ids"), truth), "load": load, **res}
+                        rows.append(row)
+                        log(f"{row['index']} {params} k_factor_rf {kf} rescore {rerank}k threads {threads}: recall "
+                            f"{row['recall@10']:.3f} p50 {row['single_p50_ms']:.2f} p99 {row['single_p99_ms']:.2f} "
+                            f"cpu p50 {row['cpu_p50_ms']:.2f} p99 {row['cpu_p99_ms']:.2f} "
+                            f"ms (coarse {row['coarse_p50_ms']:.2f}, re-score {row['rescore_p50_ms']:.2f}) implem {implem} "
+                            f"build {info['build_s']:.0f} s")
+        del index
+        gc.collect()
+        log(f"{factory} done (load {load0} -> {os.getloadavg()[0]:.2f})")
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    return rows
+
+
+def sweep_markdown(c: dict[str, Any]) -> str:
+    out = ["| n | index | search params | re-scored | threads | build s (train / add) | index memory | recall@10 "
+           "| single p50 / p99 ms | of which coarse / re-score (p50) | load |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in c["rows"]:
+        out.append(f"| {r['n']:,} | {r['index']} | {r['params']} | {r['rerank'] * K} | {r['threads']} | "
+                   f"{r['build_s']:.0f} ({r['train_s']:.0f} / {r['add_s']:.0f}) | {fmt_bytes(r['bytes'])} | "
+                   f"{r['recall@10']:.3f} | {r['single_p50_ms']:.2f} / {r['single_p99_ms']:.2f} | "
+                   f"{r['coarse_p50_ms']:.2f} / {r['rescore_p50_ms']:.2f} | {r['load']} |")
+    out.append(f"\nLoad average: {c['load_start']} at the start, {c['load_end']} at the end (2 cores, shared).")
+    return "\n".join(out)
+
+
 def compressed_markdown(c: dict[str, Any]) -> str:
     out = ["### (c) Compressed indexes (issue 16), re-scored exactly by simx\n",
            "| n | index | search params | re-score | build s (train / add) | index memory | recall@10 "
@@ -565,6 +749,22 @@ def main() -> None:
                    help="(c) only: the issue-16 compressed candidates at these sizes (e.g. 100000 1000000)")
     p.add_argument("--configs", nargs="+", default=None, help="(c): factories to run instead of the candidates")
     p.add_argument("--sweep-nprobe", type=int, nargs="+", default=[16, 32, 64, 128])
+    p.add_argument("--sweep", type=int, default=None, metavar="N",
+                   help="(d) only: the single-query latency sweep at N vectors over --configs (default: the auto "
+                        "factory), --sweep-nprobe, --quantizer-ef, --rescore and --threads")
+    p.add_argument("--quantizer-ef", type=int, nargs="+", default=None,
+                   help="(d): HNSW coarse quantiser efSearch values (default: max(64, 2 nprobe))")
+    p.add_argument("--rescore", type=int, nargs="+", default=[16],
+                   help="(d): candidates per wanted neighbour re-scored exactly (16 = 160 for k = 10)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="(d): FAISS OpenMP threads")
+    p.add_argument("--k-factor", type=int, nargs="+", default=[8],
+                   help="(d): candidates per returned one scored by a Refine(...) stage of the factory")
+    p.add_argument("--coarse-from", default=None, metavar="FACTORY",
+                   help="(d): build the --configs on the trained coarse quantiser of this cached factory")
+    p.add_argument("--implem", type=int, nargs="+", default=[0],
+                   help="(d): FAISS fast-scan search implementation (0 auto, 10/12 heap, 11/13 reservoir)")
+    p.add_argument("--cache", default=None,
+                   help="(d): folder keeping the drawn vectors, ground truth and built indexes between runs")
     p.add_argument("--hnsw-max", type=int, default=200_000, help="(c): largest size HNSW32_SQ8 is built at")
     p.add_argument("--json", dest="out", default=os.path.join(tempfile.gettempdir(), "simx-bench", "bench_index.json"),
                    help="where to write all measurements as JSON")
@@ -575,6 +775,16 @@ def main() -> None:
         args.ivf = args.ivf or ["IVF256,PQ64"]
 
     results: dict[str, Any] = {"machine": machine(), "args": {k: v for k, v in vars(args).items()}}
+    if args.sweep:
+        rows = bench_sweep(args.sweep, args, Mixture(args.clusters))
+        results["sweep"] = {"rows": rows, "load_start": results["machine"]["load_at_start"],
+                            "load_end": round(os.getloadavg()[0], 2)}
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2, default=float))
+        print(sweep_markdown(results["sweep"]))
+        print(f"\n(results written to {args.out})")
+        return
     if args.compressed:
         rows = []
         mix = Mixture(args.clusters)

@@ -37,6 +37,8 @@ ENGINES = ("local", "ray")
 DEFAULT_FACTORY = "Flat"
 #: Candidates per wanted neighbour re-scored exactly for quantised indexes (see docs/benchmarks.md).
 RERANK = 16
+#: Candidates a refine stage (``...,Refine(SQ8)``, ``...,RFlat``) scores per candidate it returns.
+REFINE_K_FACTOR = 8
 #: k-means wants this many training vectors per IVF list (FAISS warns below it); nlist is clamped to match.
 MIN_POINTS_PER_LIST = 39
 #: ``--factory auto``: the FAISS type is chosen from the number of vectors (:mod:`simx.index.auto`).
@@ -170,6 +172,10 @@ def default_search_params(factory: str) -> str:
             params.append(f"nprobe={nprobe}")
     elif "HNSW" in factory:
         params.append("efSearch=128")
+    if re.search(r",(Refine\(|RFlat$)", factory):
+        # A refine stage re-ranks k_factor x (the candidates simx asks for) by its finer codes before simx's exact
+        # re-scoring; FAISS's default (1) would make it a no-op.
+        params.append(f"k_factor_rf={REFINE_K_FACTOR}")
     return ",".join(params)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from simx.index import build_index, open_index
 from simx.index.auto import FLAT_MAX, auto_factory, ivf_lists
-from simx.index.build import make_faiss_index
+from simx.index.build import REFINE_K_FACTOR, make_faiss_index
 from simx.index.search import Index
 
 from .conftest import TINY
@@ -37,6 +37,7 @@ def _clustered(n: int, d: int, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("factory,n,min_recall", [
     ("IVF64_HNSW32,PQ16x4fs", 3000, 0.8), ("IVF64_HNSW32,PQ16x4fs,RFlat", 3000, 0.8), ("IVF64,SQ8", 3000, 0.8),
+    ("IVF64_HNSW32,PQ8x4fs,Refine(SQ8)", 3000, 0.8),
     # OPQ trains an 8-bit PQ 50 times: kept small, so its 15 lists are probed with nprobe 1
     ("OPQ8_32,IVF16,PQ8x4fs", 600, 0.3),
     ("PCAR32,IVF64,SQ8", 3000, 0.8), ("HNSW32_SQ8", 3000, 0.8), ("auto", 3000, 0.8),
@@ -57,3 +58,14 @@ def test_compressed_types_return_exact_rescored_scores(factory, n, min_recall):
     truth = np.argsort(-(xq @ xb.T), axis=1)[:, :10]
     recall = np.mean([len(set(p) & set(t)) / 10 for p, t in zip(pos, truth)])
     assert recall >= min_recall, recall
+
+
+@pytest.mark.parametrize("factory", ["IVF64_HNSW32,PQ8x4fs,Refine(SQ8)", "IVF64,PQ8x4fs,RFlat"])
+def test_a_refine_stage_is_set_to_rerank_more_than_it_returns(factory):
+    """FAISS's refine stages default to k_factor 1 (a no-op); simx stores and applies its own."""
+    import faiss
+
+    index, info = make_faiss_index(_clustered(3000, 64, 0), factory, "cosine")
+    assert f"k_factor_rf={REFINE_K_FACTOR}" in info["search_params"].split(",")
+    assert faiss.downcast_index(index).k_factor == REFINE_K_FACTOR
+    assert "k_factor_rf" not in make_faiss_index(_clustered(3000, 64, 0), "IVF64,SQ8", "cosine")[1]["search_params"]
