@@ -151,8 +151,9 @@ def fit_factory(factory: str, n: int) -> tuple[str, list[str]]:
 def default_search_params(factory: str) -> str:
     """Search-time FAISS parameters stored in meta.json (``faiss.ParameterSpace`` syntax).
 
-    IVF: ``nprobe`` = 1/8 of the lists, between 1 and 64 (a quarter of the lists, at most 128, for IVF-HNSW); HNSW:
-    ``efSearch=128``. Chosen from the recall/latency
+    IVF: ``nprobe`` = 1/8 of the lists, between 1 and 64 (for IVF-HNSW a quarter of the lists, at most 128 below
+    2048 lists and at most 64 from 2048 up); HNSW: ``efSearch=128``; a refine stage: ``k_factor_rf``. Chosen from
+    the recall/latency
     sweep in ``benchmarks/bench_index.py`` (docs/benchmarks.md).
     """
     params = []
@@ -161,11 +162,12 @@ def default_search_params(factory: str) -> str:
         nlist = int(m.group(1))
         nprobe = min(nlist, max(1, min(64, nlist // 8)))
         if re.search(r"IVF\d+_HNSW", factory):
-            # IVF-HNSW (what --factory auto picks), clustered 1280-d vectors with exact re-scoring: at 100k (512
-            # lists) recall@10 0.88 at nprobe 64 and 0.97 at 128; at 1M (2048 lists) 0.989 already at 128, with
-            # p50 6.7 ms against 10 ms at 512 (docs/benchmarks.md, issue 16). The HNSW coarse quantiser must
-            # find those nprobe nearest lists.
-            nprobe = max(1, min(nlist // 4, 128))
+            # IVF-HNSW (what --factory auto picks), clustered 1280-d vectors with exact re-scoring of 16 x k: at
+            # 100k (512 lists) recall@10 0.88 at nprobe 64 and 0.97 at 128; at 1M (2048 lists) 0.971 at 64 (p50
+            # 3.6 ms, 3.5 ms of CPU per query) against 0.989 at 128 (p50 6.7 ms), and 0.948 at 48
+            # (docs/benchmarks.md, issue 16). So a quarter of the lists, at most 128 below 2048 lists and at most
+            # 64 from 2048 up. The HNSW coarse quantiser must find those nprobe nearest lists.
+            nprobe = max(1, min(nlist // 4, 128 if nlist < 2048 else 64))
             params.append(f"nprobe={nprobe}")
             params.append(f"quantizer_efSearch={max(64, 2 * nprobe)}")
         else:

@@ -7,7 +7,7 @@ import pytest
 
 from simx.index import build_index, open_index
 from simx.index.auto import FLAT_MAX, auto_factory, ivf_lists
-from simx.index.build import REFINE_K_FACTOR, make_faiss_index
+from simx.index.build import REFINE_K_FACTOR, default_search_params, make_faiss_index
 from simx.index.search import Index
 
 from .conftest import TINY
@@ -69,3 +69,12 @@ def test_a_refine_stage_is_set_to_rerank_more_than_it_returns(factory):
     assert f"k_factor_rf={REFINE_K_FACTOR}" in info["search_params"].split(",")
     assert faiss.downcast_index(index).k_factor == REFINE_K_FACTOR
     assert "k_factor_rf" not in make_faiss_index(_clustered(3000, 64, 0), "IVF64,SQ8", "cosine")[1]["search_params"]
+
+
+def test_default_nprobe_of_ivf_hnsw_follows_the_1m_figures():
+    """A quarter of the lists, at most 128 below 2048 lists (100k: recall 0.97 needs 128 of 512) and at most 64
+    from 2048 lists (1M: 0.971 at 64 in half the time of 128; docs/benchmarks.md, issue 16)."""
+    assert default_search_params("IVF512_HNSW32,PQ320x4fs") == "nprobe=128,quantizer_efSearch=256"
+    assert default_search_params("IVF2048_HNSW32,PQ320x4fs") == "nprobe=64,quantizer_efSearch=128"
+    assert default_search_params("IVF16384_HNSW32,PQ320x4fs") == "nprobe=64,quantizer_efSearch=128"
+    assert default_search_params("IVF64_HNSW32,SQ8") == "nprobe=16,quantizer_efSearch=64"
