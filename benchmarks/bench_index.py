@@ -16,11 +16,22 @@
     with the stored embeddings; simx indexes of a quantised type use r = 16). An index whose build is projected
     past ``--build-budget`` seconds (15 min) is stopped and its measured build rate is reported instead.
 
+(c) ``--compressed N``: the issue-16 compressed candidates at N vectors, built by simx's own ``make_faiss_index``.
+
+(d) ``--sweep N``: single-query latency of one or more factories at N vectors through simx's path, per query wall
+    time and the searching thread's CPU time (``time.thread_time``: what a query costs on an idle core, the figure
+    to read on a shared machine), the coarse quantiser's and the exact re-scoring's share, over nprobe x
+    quantizer efSearch x re-scored candidates x refine ``k_factor_rf`` x FAISS threads x fast-scan ``implem``.
+    ``--cache DIR`` keeps the drawn vectors (re-read memory-mapped, as simx reads its embeddings), the ground truth
+    and the built indexes between runs; ``--coarse-from FACTORY`` builds the ``--configs`` on the trained coarse
+    quantiser of a cached build, so only their codes are trained.
+
 Prints markdown tables and writes everything to ``--out`` (JSON). Not a test: it takes from minutes (--quick) to
 about an hour (--sizes 100000 1000000) on a 2-core CPU.
 
     python benchmarks/bench_index.py --quick
     nohup python benchmarks/bench_index.py --sizes 100000 1000000 > bench.log 2>&1 &
+    python benchmarks/bench_index.py --sweep 1000000 --cache /tmp/simx-ann --sweep-nprobe 32 48 64 --rescore 8 16
 """
 
 from __future__ import annotations
@@ -586,7 +597,8 @@ def timed_search(index, xq: np.ndarray, xb: np.ndarray, rerank: int, n_single: i
             cpu.append((c2 - c0) * 1000)
     pct = lambda v, p: float(np.percentile(v, p)) if v else float("nan")  # noqa: E731
     return {"single_p50_ms": pct(total, 50), "single_p99_ms": pct(total, 99), "single_n": len(total),
-            "cpu_p50_ms": pct(cpu, 50), "cpu_p99_ms": pct(cpu, 99), "coarse_p50_ms": pct(coarse, 50), "rescore_p50_ms": pct(rescore, 50), "_ids": np.array(ids)}
+            "cpu_p50_ms": pct(cpu, 50), "cpu_p99_ms": pct(cpu, 99), "coarse_p50_ms": pct(coarse, 50),
+            "rescore_p50_ms": pct(rescore, 50), "_ids": np.array(ids)}
 
 
 def bench_sweep(n: int, args: argparse.Namespace, mix: "Mixture") -> list[dict[str, Any]]:
@@ -620,14 +632,16 @@ def bench_sweep(n: int, args: argparse.Namespace, mix: "Mixture") -> list[dict[s
                         load = round(os.getloadavg()[0], 2)
                         res = timed_search(index, xq, xb, rerank, args.single)
                         row = {"n": n, "index": info["factory_used"], "complete": True, "params": params,
-                               "rerank": rerank, "threads": threads, "implem": implem, "k_factor_rf": kf, "build_s": info["build_s"],
+                               "rerank": rerank, "threads": threads, "implem": implem, "k_factor_rf": kf,
+                               "build_s": info["build_s"],
                                "train_s": info["train_s"], "add_s": info["add_s"], "bytes": mem,
                                "recall@10": recall(res.pop("_ids"), truth), "load": load, **res}
                         rows.append(row)
                         log(f"{row['index']} {params} k_factor_rf {kf} rescore {rerank}k threads {threads}: recall "
                             f"{row['recall@10']:.3f} p50 {row['single_p50_ms']:.2f} p99 {row['single_p99_ms']:.2f} "
                             f"cpu p50 {row['cpu_p50_ms']:.2f} p99 {row['cpu_p99_ms']:.2f} "
-                            f"ms (coarse {row['coarse_p50_ms']:.2f}, re-score {row['rescore_p50_ms']:.2f}) implem {implem} "
+                            f"ms (coarse {row['coarse_p50_ms']:.2f}, re-score {row['rescore_p50_ms']:.2f}) "
+                            f"implem {implem} "
                             f"build {info['build_s']:.0f} s")
         del index
         gc.collect()
@@ -637,13 +651,15 @@ def bench_sweep(n: int, args: argparse.Namespace, mix: "Mixture") -> list[dict[s
 
 
 def sweep_markdown(c: dict[str, Any]) -> str:
-    out = ["| n | index | search params | re-scored | threads | build s (train / add) | index memory | recall@10 "
-           "| single p50 / p99 ms | of which coarse / re-score (p50) | load |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| n | index | search params | exact | threads | implem | build s (train / add) | index memory "
+           "| recall@10 | CPU p50 / p99 ms | wall p50 / p99 ms | coarse / re-score p50 ms | load |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in c["rows"]:
-        out.append(f"| {r['n']:,} | {r['index']} | {r['params']} | {r['rerank'] * K} | {r['threads']} | "
-                   f"{r['build_s']:.0f} ({r['train_s']:.0f} / {r['add_s']:.0f}) | {fmt_bytes(r['bytes'])} | "
-                   f"{r['recall@10']:.3f} | {r['single_p50_ms']:.2f} / {r['single_p99_ms']:.2f} | "
+        kf = f", k_factor_rf={r['k_factor_rf']}" if r.get("k_factor_rf") else ""
+        out.append(f"| {r['n']:,} | {r['index']} | {r['params']}{kf} | {r['rerank'] * K} | {r['threads']} | "
+                   f"{r['implem']} | {r['build_s']:.0f} ({r['train_s']:.0f} / {r['add_s']:.0f}) | "
+                   f"{fmt_bytes(r['bytes'])} | {r['recall@10']:.3f} | {r['cpu_p50_ms']:.2f} / {r['cpu_p99_ms']:.2f} | "
+                   f"{r['single_p50_ms']:.2f} / {r['single_p99_ms']:.2f} | "
                    f"{r['coarse_p50_ms']:.2f} / {r['rescore_p50_ms']:.2f} | {r['load']} |")
     out.append(f"\nLoad average: {c['load_start']} at the start, {c['load_end']} at the end (2 cores, shared).")
     return "\n".join(out)
