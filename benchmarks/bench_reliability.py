@@ -13,8 +13,8 @@
     keys in a real browser (Chromium), the server is killed with SIGKILL mid-labelling and restarted; every label
     the server committed before the kill must be in the database and the queue must resume at the first pair
     this person has not labelled. Then every hostile file is uploaded as a query (each must get an in-page message
-    or be shown; no exception element), and ``--sessions`` browser sessions open a pair view at once (all must
-    render; the server's memory before and after is recorded).
+    or be shown; no exception element; a shown one's first pair view must draw its maps), and ``--sessions``
+    browser sessions open a pair view at once (all must render; the server's memory before and after is recorded).
 
 Prints markdown and writes ``--out`` JSON. Not a test: minutes on a 2-core CPU.
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import resource
 import shutil
@@ -293,6 +294,28 @@ def _kill_hard(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _upload_pair_view(page) -> str:
+    """Open the uploaded query's first neighbour: "maps" when the pair view draws its first method's maps,
+    else what the page says instead (an error message or an exception)."""
+    page.locator("[class*='st-key-nb_'] button").first.click()
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stImage\"]')].some(e => "
+                           "e.innerText.includes(': neighbour')) || document.querySelector('[data-testid=\"stException\"]')"
+                           " || [...document.querySelectorAll('[data-testid=\"stAlert\"]')].some(e => "
+                           "e.innerText.includes('error')) || [...document.querySelectorAll('button')].some(b => "
+                           "b.innerText.startsWith('Run '))", timeout=120_000)
+    run = page.locator("button", has_text="Run ")
+    if run.count() and not page.locator("[data-testid='stImage']").filter(has_text=": neighbour").count():
+        run.first.click()  # a method whose estimate asks for a click on a loaded machine
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stImage\"]')].some(e => "
+                               "e.innerText.includes(': neighbour')) || "
+                               "document.querySelector('[data-testid=\"stException\"]')", timeout=120_000)
+    problems = page.locator("[data-testid='stException'], [data-testid='stAlert']").filter(
+        has_text=re.compile("error|Error")).all_inner_texts()
+    if problems:
+        return " | ".join(t.strip() for t in problems)[:160]
+    return "maps" if page.locator("[data-testid='stImage']").filter(has_text=": neighbour").count() else "no maps"
+
+
 def bench_dashboard(work: Path, sessions: int) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
@@ -365,7 +388,10 @@ def bench_dashboard(work: Path, sessions: int) -> dict[str, Any]:
                 page.wait_for_timeout(2500)
                 exceptions = page.locator("[data-testid='stException']").count()
                 alerts = page.locator("[data-testid='stAlert']").all_inner_texts()
-                uploads.append({**f, "exceptions": exceptions, "message": " | ".join(a.strip() for a in alerts)[:160]})
+                row = {**f, "exceptions": exceptions, "message": " | ".join(a.strip() for a in alerts)[:160]}
+                if page.locator("[class*='st-key-nb_'] button").count():  # shown as a query: open its first pair
+                    row["pair_view"] = _upload_pair_view(page)
+                uploads.append(row)
             out["uploads"] = uploads
             page.close()
 
@@ -444,11 +470,11 @@ def markdown(res: dict[str, Any]) -> str:
                 f"restart the queue resumed at the first unlabelled pair: {k['queue_resumed_at_first_unlabelled']}; "
                 f"{k['presses_after_restart']} more presses; {k['labels_at_end']} labels at the end, exactly the first "
                 f"pairs of the queue: {k['labels_are_the_queue_prefix']}.", "",
-                "### Hostile uploads on Explore", "", "| file | kind | exceptions | what the page says |",
-                "|---|---|---|---|"]
+                "### Hostile uploads on Explore", "",
+                "| file | kind | exceptions | what the page says | its first pair view |", "|---|---|---|---|---|"]
         for u in d["uploads"]:
             out.append(f"| {u['name']} | {u['kind']} | {u.get('exceptions', '-')} | "
-                       f"{u.get('message') or u.get('result') or '(shown as a query)'} |")
+                       f"{u.get('message') or u.get('result') or '(shown as a query)'} | {u.get('pair_view', '-')} |")
         s_ = d["sessions"]
         out += ["", f"### {s_['sessions']} browser sessions at once", "",
                 f"{s_['answered']} of {s_['sessions']} rendered a pair view without an error in {s_['all_in_s']} s; "
