@@ -7,7 +7,7 @@ import pytest
 
 from simx.index import build_index, open_index
 from simx.index.auto import FLAT_MAX, auto_factory, ivf_lists
-from simx.index.build import REFINE_K_FACTOR, default_search_params, make_faiss_index
+from simx.index.build import REFINE_K_FACTOR, REFINE_RERANK, default_search_params, make_faiss_index
 from simx.index.search import Index
 
 from .conftest import TINY
@@ -62,12 +62,14 @@ def test_compressed_types_return_exact_rescored_scores(factory, n, min_recall):
 
 @pytest.mark.parametrize("factory", ["IVF64_HNSW32,PQ8x4fs,Refine(SQ8)", "IVF64,PQ8x4fs,RFlat"])
 def test_a_refine_stage_is_set_to_rerank_more_than_it_returns(factory):
-    """FAISS's refine stages default to k_factor 1 (a no-op); simx stores and applies its own."""
+    """FAISS's refine stages default to k_factor 1 (a no-op); simx stores and applies its own, and re-scores
+    exactly only REFINE_RERANK x k of the stage's best."""
     import faiss
 
     index, info = make_faiss_index(_clustered(3000, 64, 0), factory, "cosine")
     assert f"k_factor_rf={REFINE_K_FACTOR}" in info["search_params"].split(",")
     assert faiss.downcast_index(index).k_factor == REFINE_K_FACTOR
+    assert info["rerank"] == REFINE_RERANK  # the stage ranked by finer codes: simx re-scores only its best
     assert "k_factor_rf" not in make_faiss_index(_clustered(3000, 64, 0), "IVF64,SQ8", "cosine")[1]["search_params"]
 
 
