@@ -80,3 +80,21 @@ def test_default_nprobe_of_ivf_hnsw_follows_the_1m_figures():
     assert default_search_params("IVF2048_HNSW32,PQ320x4fs") == "nprobe=64,quantizer_efSearch=128"
     assert default_search_params("IVF16384_HNSW32,PQ320x4fs") == "nprobe=64,quantizer_efSearch=128"
     assert default_search_params("IVF64_HNSW32,SQ8") == "nprobe=16,quantizer_efSearch=64"
+
+
+def test_a_refine_factory_end_to_end(tmp_path, root):
+    """Built with ``simx index build``, re-opened: the stored refine parameters are applied and scores are exact."""
+    import faiss
+
+    from .conftest import make_gallery
+
+    gal = make_gallery(tmp_path / "gal", {"red": 8, "green": 8, "blue": 8})
+    res = build_index(gal, "refined", model=TINY, factory="PQ3x4fs,Refine(SQ8)", root=root, workers=0,
+                      progress=False)
+    assert res.meta["faiss"]["rerank"] == REFINE_RERANK
+    index = open_index("refined", root=root)
+    assert faiss.downcast_index(index.faiss_index).k_factor == REFINE_K_FACTOR
+    emb = np.asarray(index.embeddings)
+    pos, scores = index.search_positions(emb[:5], 6)
+    np.testing.assert_allclose(scores, np.einsum("qkd,qd->qk", emb[pos], emb[:5]), atol=1e-5)
+    assert (pos[:, 0] == np.arange(5)).all()  # each gallery vector finds itself first
