@@ -14,7 +14,7 @@ One query and 8 neighbours (random images, seeded), maps on both sides. Timed, b
 * ``backward_neighbours``: the neighbour side's one backward pass (8 images, one cotangent);
 * ``backward_query_batched``: the query side's batched backward (1 image, 8 cotangents, ``is_grads_batched``);
 * ``backward_query_loop``: the same 8 gradients as 8 backward calls (the alternative the batched call replaces);
-* ``rollout``: the gradient-weighted rollout read out for the 16 maps;
+* ``rollout``: A and dS/dA from the records, and the gradient-weighted rollout read out, for the 16 maps;
 * ``explain``: the whole ``explain(..., method="attngrad", side="both")`` call.
 """
 
@@ -37,6 +37,7 @@ from simx.explain.engine import PairContext  # noqa: E402
 from simx.explain.methods import attngrad  # noqa: E402
 from simx.explain.methods.gradcam import row_similarity  # noqa: E402
 from simx.models import load_model  # noqa: E402
+from simx.models.attention_record import graph_targets, probabilities_and_gradients  # noqa: E402
 from simx.models.tokens import unfused  # noqa: E402
 
 
@@ -76,39 +77,40 @@ def parts(model, images: torch.Tensor, repeats: int) -> dict[str, float]:
 
     def neighbour_backward():
         ctx = recorded_ctx()
-        emb, attn, _ = ctx.recorded("neighbours")
+        emb, records, _ = ctx.recorded("neighbours")
         other = ctx.query_embedding.expand(ctx.k, -1)
         with torch.enable_grad():
             total = row_similarity(model, emb.float(), other).sum()
         t = time.perf_counter()
-        torch.autograd.grad(total, attn)
+        torch.autograd.grad(total, graph_targets(records))
         return time.perf_counter() - t
 
     out["backward_neighbours"] = min(neighbour_backward() for _ in range(repeats))
 
     def query_backward(batched: bool):
         ctx = recorded_ctx()
-        emb, attn, _ = ctx.recorded("query")
+        emb, records, _ = ctx.recorded("query")
+        targets = graph_targets(records)
         with torch.enable_grad():
             sims = model.similarity(emb.float(), ctx.neighbour_embeddings.float())[0]
         t = time.perf_counter()
         if batched:
-            grads = torch.autograd.grad(sims, attn, grad_outputs=torch.eye(ctx.k), is_grads_batched=True)
+            grads = torch.autograd.grad(sims, targets, grad_outputs=torch.eye(ctx.k), is_grads_batched=True)
         else:
-            grads = [torch.autograd.grad(sims[k], attn, retain_graph=True) for k in range(ctx.k)]
-        return time.perf_counter() - t, ctx, attn, grads
+            grads = [torch.autograd.grad(sims[k], targets, retain_graph=True) for k in range(ctx.k)]
+        return time.perf_counter() - t, ctx, records, grads
 
     out["backward_query_batched"] = min(query_backward(True)[0] for _ in range(repeats))
     out["backward_query_loop"] = min(query_backward(False)[0] for _ in range(repeats))
 
-    _, ctx, attn, grads = query_backward(True)
+    _, ctx, records, grads = query_backward(True)
     grads = [g[:, 0] for g in grads]
-    attn = [a.detach().expand(ctx.k, *a.shape[1:]) for a in attn]
     grid = ctx.recorded("query")[2]
 
-    def rollout():
-        attngrad._maps(ctx, attn, grads, grid)  # the query side's 8 maps
-        attngrad._maps(ctx, attn, grads, grid)  # the neighbour side's, same shapes
+    def rollout():  # A and dS/dA from the records, then the rollout read out, for both sides' 8 maps
+        for _side in range(2):
+            attn, dattn = probabilities_and_gradients(records, grads)
+            attngrad._maps(ctx, [a.expand(ctx.k, *a.shape[1:]) for a in attn], dattn, grid)
 
     out["rollout"] = best_of(rollout, repeats)
 
