@@ -221,6 +221,10 @@ def summarise(all_rows: list[dict]) -> dict:
         done = [(r, r["methods"][method]) for r in rows if method in r["methods"]]
         costs = [r["methods"][method]["cost"] for r in all_rows
                  if method in r["methods"] and "cost" in r["methods"][method]]
+        if not done and costs:  # timed only (``--only cost``): its passes and times, no counts
+            res = [r["methods"][method] for r in all_rows if method in r["methods"]]
+            out["methods"][method] = {"n": 0, "cf_n": 0, "passes": res[0]["passes"], **_cost_summary(costs)}
+            continue
         if not done:
             continue
         res = [x for _, x in done]
@@ -238,12 +242,15 @@ def summarise(all_rows: list[dict]) -> dict:
             "cf_area_background": _median(c["area"] for r, c in cfs
                                           if c["found"] and r["background_flips"] and not r["flippable"]),
             "cf_median_forwards": _median(c["forwards"] for _, c in cfs),
-            "cost_n": len(costs), "cost": _median(c["ratio"] for c in costs),
-            "cost_range": (min(c["ratio"] for c in costs), max(c["ratio"] for c in costs)) if costs else None,
-            "cost_seconds": _median(c["seconds"][1] for c in costs),
-            "passes": res[0]["passes"],
+            "passes": res[0]["passes"], **_cost_summary(costs),
         }
     return out
+
+
+def _cost_summary(costs: list[dict]) -> dict:
+    return {"cost_n": len(costs), "cost": _median(c["ratio"] for c in costs),
+            "cost_range": (min(c["ratio"] for c in costs), max(c["ratio"] for c in costs)) if costs else None,
+            "cost_seconds": _median(c["seconds"][1] for c in costs)}
 
 
 def _area(v) -> str:
@@ -261,6 +268,8 @@ def markdown(summaries: dict[str, dict], loads: list[str], threads: int) -> str:
                   "| method | map | pairs | order flipped after deleting the top 5 % | 10 % | 20 % |",
                   "|---|---|---|---|---|---|"]
         for method, m in s["methods"].items():
+            if not m["n"]:
+                continue
             for i, mp in enumerate(("contrast", "plain", "random")):
                 cells = " | ".join(f"{v}/{m['n']}" for v in m["flips"][mp])
                 lines.append(f"| {method if i == 0 else ''} | {mp} | {m['n'] if i == 0 else ''} | {cells} |")
