@@ -255,9 +255,9 @@ def test_browser_walkthrough(server, browser):
     assert store.count(index="tiny", verdict="good") == 1 and store.count(index="tiny") == before + 1
     # the page re-renders after a verdict: press B once the G is applied and the key listener's line is drawn
     # again (a key pressed while no listener's line is on the page is not taken)
-    page.wait_for_function("() => { const v = document.querySelector('[data-testid=\"simxReviewKeys\"]'); "
-                           "return v && v.isConnected && v.getAttribute('data-waiting') === '0' && "
-                           "!document.querySelector('[data-stale=\"true\"]'); }")
+    # (the listener's line is drawn by a component, inside a shadow root: a locator finds it, a page query not)
+    page.wait_for_function(NOTHING_STALE)
+    page.locator("[data-testid='simxReviewKeys'][data-waiting='0']").wait_for(state="attached")
     page.locator(".st-key-rq_bad button").wait_for(state="visible")
     page.keyboard.press("b")
     page.wait_for_function(
