@@ -87,8 +87,9 @@ def add_index_build(p: argparse.ArgumentParser) -> None:
                    help="similarity metric (default: cosine; with --update: the index's)")
     p.add_argument("--factory", metavar="FAISS_FACTORY", default=None,
                    help="faiss.index_factory string, e.g. Flat, HNSW32, IVF1024,PQ64, or 'auto' (chosen by the "
-                        "number of vectors: Flat up to 20k, else IVF-HNSW with PQ fast-scan codes and exact "
-                        "re-scoring; see docs/benchmarks.md) (default: Flat; with --update: the index's)")
+                        "number of vectors: Flat up to 20k, else IVF-HNSW with PQ fast-scan codes, an in-memory 8-bit "
+                        "refine stage up to 1.3 GB of it (1M 1280-d vectors), and exact re-scoring; see "
+                        "docs/benchmarks.md) (default: Flat; with --update: the index's)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N", help="images per forward pass")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="image decoding processes (default: one per CPU core, at most 4; 0 = decode in the main process)")

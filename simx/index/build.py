@@ -39,8 +39,8 @@ DEFAULT_FACTORY = "Flat"
 RERANK = 16
 #: Indexes with a refine stage (``...,Refine(SQ8)``, ``...,RFlat``): the stage scores REFINE_K_FACTOR x the
 #: candidates it returns with its finer codes, and simx re-scores REFINE_RERANK x k of them exactly. At 1M 1280-d
-#: vectors, ``IVF2048_HNSW32,PQ160x4fs,Refine(SQ8)`` at nprobe 64: recall@10 0.956 at 2.45 ms of CPU per query
-#: (320 SQ8-scored, 20 exact), 0.933 with k_factor 8 (docs/benchmarks.md, issue 16).
+#: vectors, ``IVF2048_HNSW32,PQ160x4fs,Refine(SQ8)`` at nprobe 64 (320 SQ8-scored, 20 exact): recall@10 0.956 at
+#: single-query p50 1.76 ms / p99 2.04 ms on an idle 2-core CPU, 0.933 with k_factor 8 (docs/benchmarks.md, issue 16).
 REFINE_K_FACTOR = 16
 REFINE_RERANK = 2
 #: k-means wants this many training vectors per IVF list (FAISS warns below it); nlist is clamped to match.

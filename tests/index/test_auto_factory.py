@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from simx.index import build_index, open_index
-from simx.index.auto import FLAT_MAX, auto_factory, ivf_lists
+from simx.index.auto import FLAT_MAX, REFINE_MAX_BYTES, auto_factory, ivf_lists
 from simx.index.build import REFINE_K_FACTOR, REFINE_RERANK, default_search_params, make_faiss_index
 from simx.index.search import Index
 
@@ -16,8 +16,13 @@ from .conftest import TINY
 def test_auto_picks_by_size():
     assert auto_factory(500, 1280)[0] == "Flat"
     assert auto_factory(FLAT_MAX, 1280)[0] == "Flat"
-    assert auto_factory(100_000, 1280)[0] == f"IVF{ivf_lists(100_000)}_HNSW32,PQ320x4fs"
-    assert auto_factory(1_000_000, 1280)[0] == "IVF2048_HNSW32,PQ320x4fs"
+    # an in-memory 8-bit refine stage while one byte per dimension fits REFINE_MAX_BYTES (1M 1280-d vectors)
+    assert auto_factory(100_000, 1280)[0] == f"IVF{ivf_lists(100_000)}_HNSW32,PQ160x4fs,Refine(SQ8)"
+    assert auto_factory(1_000_000, 1280)[0] == "IVF2048_HNSW32,PQ160x4fs,Refine(SQ8)"
+    assert 1_000_000 * 1280 <= REFINE_MAX_BYTES < 1_100_000 * 1280
+    # past it, 2-bit codes with exact re-scoring from the memory-mapped embeddings
+    assert auto_factory(1_100_000, 1280)[0] == "IVF2048_HNSW32,PQ320x4fs"
+    assert auto_factory(100_000, 1284)[0] == f"IVF{ivf_lists(100_000)}_HNSW32,PQ321x4fs"  # 1284 = 4 x 321, not 8 x
     assert auto_factory(1_000_000, 1282)[0] == "IVF2048_HNSW32,SQ8"  # 4-d sub-quantisers cannot split 1282
     assert [ivf_lists(n) for n in (30_000, 100_000, 1_000_000, 10**8)] == [256, 512, 2048, 16384]
 

@@ -143,7 +143,11 @@ def test_explain_batch_on_ray_stores_the_local_result(local_ray, ray_gallery, tm
         assert ray_pairs[col].tolist() == local_pairs[col].tolist()
     numbers = [c for c in local_pairs.columns if c == "similarity" or c.endswith(("_insertion", "_deletion"))]
     assert len(numbers) == 5
-    np.testing.assert_allclose(ray_pairs[numbers].to_numpy(), local_pairs[numbers].to_numpy(), atol=1e-4)
+    np.testing.assert_allclose(ray_pairs["similarity"], local_pairs["similarity"], atol=1e-5)
+    # insertion/deletion AUCs (x100) rank the map's pixels: maps equal to float noise (the actors run other thread
+    # counts) may order near-tied pixels differently, which moved one AUC by 0.019 of 100 in a run; 0.05 is still
+    # far below any real difference (a different map or fill moves them by whole points)
+    np.testing.assert_allclose(ray_pairs[numbers].to_numpy(), local_pairs[numbers].to_numpy(), atol=0.05)
     assert sorted(ray_maps) == sorted(local_maps) == ["neighbour_maps", "query_maps"]
     for name in local_maps:
         assert ray_maps[name].shape == local_maps[name].shape == (6, 64, 64)
