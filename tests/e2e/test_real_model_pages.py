@@ -14,39 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_browser import CHROMIUM, free_port, start_server, stop_server
+from tests.e2e.test_browser import CHROMIUM
 from tests.e2e.test_every_control import page  # noqa: F401 - the fixture: one browser page per test
 from tests.e2e.test_every_control import choose, params, settled, until_shown, wait_text
-from tests.real_demo import private_copy
+from tests.e2e.real_server import INDEX, index, real_demo_server, store
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install "
                                                                      "chromium): no browser to drive")]
 
-INDEX = "scenes"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = private_copy(tmp_path_factory, "e2e_real_pages")
-    port = free_port()
-    proc = start_server(root, port, user="e2e")
-    try:
-        yield {"url": f"http://localhost:{port}", "root": root}
-    finally:
-        stop_server(proc)
-
-
-def index(server):
-    from simx.index import open_index
-
-    return open_index(INDEX, root=server["root"])
-
-
-def store(server):
-    from simx.labels import open_labels
-
-    return open_labels(INDEX, root=server["root"])
+    yield from real_demo_server(tmp_path_factory, "e2e_real_pages", user="e2e")
 
 
 def listed(page, n: int, total: int) -> None:
