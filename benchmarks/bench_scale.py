@@ -163,31 +163,13 @@ def bench_duplicates(args: argparse.Namespace) -> dict[str, Any]:
 
 def make_big_root(base: Path, n: int, labels: int = 40) -> Path:
     """A tiny toy index (for its model record) and ``big``: ``n`` clustered 12-d vectors, no image files."""
-    import faiss
-
-    from simx.data import Item
     from simx.index import build_index
-    from simx.index.build import _write_folder
-    from tests.app.conftest import TOY, make_gallery
+    from tests.app.conftest import TOY, make_gallery, write_synthetic_index
 
     root = base / "indexes"
     build_index(make_gallery(base / "gallery", per_label=4), "tiny", model=TOY, root=root, workers=0,
                 progress=False)
-    folder = root / "big"
-    folder.mkdir(parents=True)
-    meta = json.loads((root / "tiny" / "meta.json").read_text())
-    rng = np.random.default_rng(0)
-    lab = rng.integers(0, labels, n)
-    vecs = rng.normal(size=(labels, 12))[lab] + 0.8 * rng.normal(size=(n, 12))
-    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
-    np.save(folder / "embeddings.npy", vecs)
-    flat = faiss.IndexFlatIP(12)
-    flat.add(vecs)
-    items = [Item(id=f"img{i:06d}", path=f"/nowhere/img{i:06d}.png", label=f"class{lab[i]:02d}") for i in range(n)]
-    _write_folder(folder, flat, items, [None] * n)
-    meta.update(name="big", counts={"images": n, "embedded": n, "skipped": 0}, skipped=[])
-    meta["faiss"].update(ntotal=n)
-    (folder / "meta.json").write_text(json.dumps(meta))
+    write_synthetic_index(root, root / "tiny", n, labels)
     return root
 
 

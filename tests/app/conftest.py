@@ -63,3 +63,32 @@ def indexes(index_root, tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("SIMX_LABELS_URL", raising=False)
     monkeypatch.setenv("SIMX_USER", "tester")
     return root
+
+
+def write_synthetic_index(root: Path, model_index: Path, n: int, labels: int = 40, name: str = "big") -> Path:
+    """Index ``name`` under ``root``: ``n`` clustered 12-d unit vectors in ``labels`` classes (seed 0), a Flat
+    inner-product FAISS index and items with no image files, carrying the model record of the index folder
+    ``model_index`` (a toy index with 12-d embeddings). The dashboard's scale tests and ``bench_scale`` use it."""
+    import json
+
+    import faiss
+
+    from simx.data import Item
+    from simx.index.build import _write_folder
+
+    folder = root / name
+    folder.mkdir(parents=True)
+    meta = json.loads((model_index / "meta.json").read_text())
+    rng = np.random.default_rng(0)
+    lab = rng.integers(0, labels, n)
+    vecs = rng.normal(size=(labels, 12))[lab] + 0.8 * rng.normal(size=(n, 12))
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    np.save(folder / "embeddings.npy", vecs)
+    flat = faiss.IndexFlatIP(12)
+    flat.add(vecs)
+    items = [Item(id=f"img{i:06d}", path=f"/nowhere/img{i:06d}.png", label=f"class{lab[i]:02d}") for i in range(n)]
+    _write_folder(folder, flat, items, [None] * n)
+    meta.update(name=name, counts={"images": n, "embedded": n, "skipped": 0}, skipped=[])
+    meta["faiss"].update(ntotal=n)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder

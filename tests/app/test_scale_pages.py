@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 
-from tests.app.conftest import APP, RUN_TIMEOUT_S
+from tests.app.conftest import APP, RUN_TIMEOUT_S, write_synthetic_index
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -20,27 +19,8 @@ LABELS = 40
 @pytest.fixture(scope="module")
 def big_root(index_root, tmp_path_factory):
     """A 200k-item index with the tiny index's model record: 12-d clustered vectors, 40 labels, no image files."""
-    import faiss
-
-    from simx.data import Item
-    from simx.index.build import _write_folder
-
     root = tmp_path_factory.mktemp("big") / "indexes"
-    folder = root / "big"
-    folder.mkdir(parents=True)
-    meta = json.loads((index_root / "tiny" / "meta.json").read_text())
-    rng = np.random.default_rng(0)
-    lab = rng.integers(0, LABELS, N)
-    vecs = rng.normal(size=(LABELS, 12))[lab] + 0.8 * rng.normal(size=(N, 12))
-    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
-    np.save(folder / "embeddings.npy", vecs)
-    flat = faiss.IndexFlatIP(12)
-    flat.add(vecs)
-    items = [Item(id=f"img{i:06d}", path=f"/nowhere/img{i:06d}.png", label=f"class{lab[i]:02d}") for i in range(N)]
-    _write_folder(folder, flat, items, [None] * N)
-    meta.update(name="big", counts={"images": N, "embedded": N, "skipped": 0}, skipped=[])
-    meta["faiss"].update(ntotal=N)
-    (folder / "meta.json").write_text(json.dumps(meta))
+    write_synthetic_index(root, index_root / "tiny", N, LABELS)
     return root
 
 
